@@ -1,0 +1,36 @@
+"""sktransfer: transfer learning as a scikit-learn step.
+
+Importing sktransfer does not import torch; the first fit or transform does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0.dev0"
+
+_LAZY = {
+    "ImageEmbedder": "sktransfer.image",
+    "TextEmbedder": "sktransfer.text",
+    "list_backbones": "sktransfer.backbones._registry",
+    "register_backbone": "sktransfer.backbones._registry",
+    "BackboneSpec": "sktransfer.backbones._registry",
+    "InputError": "sktransfer.exceptions",
+    "ModelUnavailableError": "sktransfer.exceptions",
+    "WeightsMismatchError": "sktransfer.exceptions",
+    "EmbeddingWarning": "sktransfer.exceptions",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sktransfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

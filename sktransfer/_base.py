@@ -1,0 +1,162 @@
+"""BaseEmbedder: what every frozen embedder shares.
+
+Parameters are validated declaratively; the backbone is looked up (and loaded at most once per
+process) by its identity, so estimators never hold weights: clones, pickles and grid-search
+candidates stay small and share one copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
+
+from sktransfer.exceptions import EmbeddingWarning, InputError, WeightsMismatchError
+
+logger = logging.getLogger("sktransfer")
+
+
+class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Shared machinery of :class:`ImageEmbedder` and :class:`TextEmbedder`.
+
+    Subclasses provide ``_items(X)`` (X as a list of samples), ``_get_backbone()``,
+    ``_n_features(backbone)`` and ``_embed(items, backbone)``.
+    """
+
+    _parameter_constraints: dict = {
+        "model": [str],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "precision": [StrOptions({"auto", "float32", "bfloat16", "float16"})],
+        "on_error": [StrOptions({"raise", "zeros", "nan"})],
+        "progress": ["boolean"],
+    }
+
+    def fit(self, X: Any, y: Any = None) -> BaseEmbedder:
+        """Check the parameters and the input, and record what the embedding will be.
+
+        Frozen embedders learn nothing from the data: ``fit`` is cheap. It loads the backbone
+        (once per process) to record ``n_features_out_``, ``weights_digest_`` and ``license_``.
+
+        Parameters
+        ----------
+        X : sequence of samples
+            See the class docstring for the accepted input types.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        self._validate_params()
+        self._items(X, reset=True)
+        backbone = self._get_backbone()
+        self.n_features_out_ = self._n_features(backbone)
+        self.weights_digest_ = backbone.digest
+        self.license_ = backbone.license
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed every sample of ``X``.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, n_features_out_), float32
+            A pandas or polars DataFrame when ``set_output`` asks for one.
+        """
+        check_is_fitted(self, "n_features_out_")
+        items = self._items(X, reset=False)
+        backbone = self._get_backbone()
+        if backbone.digest != self.weights_digest_:
+            raise WeightsMismatchError(
+                f"{type(self).__name__} was fitted with weights {self.weights_digest_[:12]}… but "
+                f"model {self.model!r} now loads weights {backbone.digest[:12]}…; refit it"
+            )
+        return self._embed(items, backbone)
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_features_out_
+
+    def _fill(self, out: np.ndarray, failures: list[InputError]) -> np.ndarray:
+        """Apply ``on_error`` to the rows that failed; warn once with a count."""
+        if not failures:
+            return out
+        rows = [f.row for f in failures]
+        out[rows] = 0.0 if self.on_error == "zeros" else np.nan
+        shown = "; ".join(str(f) for f in failures[:5])
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        warnings.warn(
+            f"{len(failures)} of {len(out)} rows could not be embedded and were filled with "
+            f"{self.on_error}: {shown}{more}",
+            EmbeddingWarning,
+            stacklevel=3,
+        )
+        return out
+
+    def _check_input_shape(self, X: Any, *, reset: bool) -> None:
+        """Record or check ``n_features_in_`` / ``feature_names_in_`` for 2-D inputs."""
+        if getattr(X, "ndim", 1) == 2 and hasattr(X, "shape"):
+            _check_feature_names(self, X, reset=reset)
+            _check_n_features(self, X, reset=reset)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.non_deterministic = False
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+def as_sequence(X: Any, what: str) -> Sequence[Any]:
+    """X as a list-like of samples: lists, 1-D arrays, pandas/polars Series or one-column frames.
+
+    Raises ValueError for empty input and for frames with several columns.
+    """
+    name = type(X).__module__.split(".")[0]
+    if name in ("pandas", "polars") and hasattr(X, "columns"):
+        columns = list(X.columns)
+        if len(columns) != 1:
+            raise ValueError(f"expected one column of {what}, got a frame with {len(columns)} "
+                             f"columns: {columns[:5]}; select the column first")
+        X = X[columns[0]]
+    if name == "pandas" and hasattr(X, "to_numpy"):
+        items = X.to_numpy(dtype=object)
+    elif name == "polars" and hasattr(X, "to_list"):
+        items = X.to_list()
+    elif isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        elif X.ndim != 1:
+            raise ValueError(f"expected a 1-D sequence of {what}, got an array of shape {X.shape}")
+        items = X
+    elif isinstance(X, (str, bytes)) or not isinstance(X, Sequence):
+        if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
+            raise ValueError(
+                f"expected a sequence of {what} (list, array, Series), got a single "
+                f"{type(X).__name__}; wrap one sample in a list: [x]"
+            )
+        items = list(X)
+    else:
+        items = X
+    if len(items) == 0:
+        raise ValueError(f"found 0 samples: the input holds no {what}")
+    return items
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN, pandas.NA or NaT."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NAType", "NaTType")

