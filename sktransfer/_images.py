@@ -131,9 +131,8 @@ def array_to_image(array: np.ndarray) -> Any:
                          f"H×W×3 (RGB) or H×W×4 (RGBA){hint}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise RowProblem(f"array of shape {array.shape} has no pixels")
-    pixels = _to_uint8(array)
-    mode = {2: "L", 3: "RGB", 4: "RGBA"}[1 if pixels.ndim == 2 else pixels.shape[-1]]
-    return Image.fromarray(np.ascontiguousarray(pixels), mode=mode)
+    # uint8 H×W, H×W×3 and H×W×4 arrays become L, RGB and RGBA images.
+    return Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -172,7 +171,7 @@ def _to_rgb(image: Any) -> Any:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         grey = np.asarray(image).astype(np.float64)
         grey = np.clip(np.rint(grey / _SIXTEEN_TO_EIGHT), 0, _EIGHT_BIT_MAX).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
     if mode == "F":
         return array_to_image(np.asarray(image)).convert("RGB")
     if mode == "P" and "transparency" in image.info:

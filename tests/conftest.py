@@ -1,0 +1,81 @@
+"""Shared fixtures: real photos written as files, broken files, tiny random-weight models.
+
+No test downloads anything: a hub lookup is made to fail loudly if one is attempted.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Tiny timm architectures for mechanics (random weights, no download).
+TINY_CNN = "test_efficientnet"
+TINY_VIT = "test_vit"
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Any attempt to open a socket to the outside world fails the test at once."""
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") \
+                and not host.startswith("/"):
+            raise AssertionError(f"test tried to reach the network: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[np.ndarray]:
+    """Real RGB photos that ship inside scikit-learn and scikit-image."""
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    return [*load_sample_images().images, data.coffee(), data.chelsea()]
+
+
+@pytest.fixture(scope="session")
+def photo_files(photos, tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, photo in enumerate(photos):
+        path = folder / f"photo{i}.jpg"
+        Image.fromarray(photo).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def bad_files(photo_files, tmp_path_factory) -> dict[str, Path]:
+    """One file per kind of broken input, keyed by what is wrong with it."""
+    folder = tmp_path_factory.mktemp("bad")
+    zero = folder / "zero.jpg"
+    zero.write_bytes(b"")
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(photo_files[0].read_bytes()[:2000])
+    text = folder / "notes.jpg"
+    text.write_text("this is a text file, not a JPEG\n")
+    directory = folder / "a_directory.jpg"
+    directory.mkdir()
+    return {
+        "missing": folder / "does_not_exist.jpg",
+        "zero": zero,
+        "truncated": truncated,
+        "text": text,
+        "directory": directory,
+    }
+
+
+def jpeg_bytes(array: np.ndarray, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", **save_args)
+    return buffer.getvalue()
