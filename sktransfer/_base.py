@@ -122,6 +122,7 @@ def as_sequence(X: Any, what: str) -> Sequence[Any]:
 
     Raises ValueError for empty input and for frames with several columns.
     """
+    reject_unusable_matrices(X, what)
     name = type(X).__module__.split(".")[0]
     if name in ("pandas", "polars") and hasattr(X, "columns"):
         columns = list(X.columns)
@@ -151,6 +152,17 @@ def as_sequence(X: Any, what: str) -> Sequence[Any]:
     if len(items) == 0:
         raise ValueError(f"found 0 samples: the input holds no {what}")
     return items
+
+
+def reject_unusable_matrices(X: Any, what: str) -> None:
+    """Clear errors for sparse matrices and for 2-D inputs with no column at all."""
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"sparse input is not supported: {what} cannot be read from a sparse "
+                        "matrix; pass a list, array or Series")
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[1] == 0:
+        raise ValueError(f"0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
+                         f"there is no column of {what}")
 
 
 def is_missing(value: Any) -> bool:

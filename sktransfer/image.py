@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from sktransfer._base import BaseEmbedder, as_sequence
+from sktransfer._base import BaseEmbedder, as_sequence, reject_unusable_matrices
 from sktransfer._images import Preprocessor, RowProblem, coerce_image_batch, load_image
 from sktransfer.exceptions import InputError
 
@@ -130,6 +130,7 @@ class ImageEmbedder(BaseEmbedder):
         return backbone.output_dim(self.layer, self._pool)
 
     def _items(self, X: Any, *, reset: bool) -> list[Any]:
+        reject_unusable_matrices(X, "images")
         self._check_input_shape(X, reset=reset)
         batch = coerce_image_batch(X)
         items = batch if batch is not None else as_sequence(X, "images")

@@ -1,0 +1,112 @@
+"""TextEmbedder: the packaged MiniLM, inputs, errors, determinism, deduplication."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from sktransfer import EmbeddingWarning, InputError, TextEmbedder
+
+TEXTS = ["The film was a delight.", "A slow, tedious mess.", "The film was a delight.",
+         "Brilliant acting, weak plot."]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return TextEmbedder().fit(TEXTS)
+
+
+def test_matches_sentence_transformers_directly(embedder):
+    from sentence_transformers import SentenceTransformer
+
+    from sktransfer.backbones._packaged import _minilm_folder
+
+    reference = SentenceTransformer(_minilm_folder(), device="cpu").encode(
+        TEXTS, normalize_embeddings=True)
+    out = embedder.transform(TEXTS)
+    assert out.shape == (4, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert embedder.license_ == "Apache-2.0"
+
+
+def test_meaning_is_captured(embedder):
+    a, b, c = embedder.transform(["a great movie", "an excellent film", "the stock market fell"])
+    assert a @ b > a @ c + 0.2
+
+
+def test_one_text_alone_equals_the_same_text_in_a_batch(embedder):
+    batch = embedder.transform(TEXTS * 4)
+    alone = embedder.transform([TEXTS[3]])
+    np.testing.assert_allclose(alone[0], batch[3], atol=1e-5)
+    np.testing.assert_array_equal(embedder.transform(TEXTS * 4), batch)
+
+
+def test_identical_texts_are_embedded_once(embedder, monkeypatch):
+    backbone = embedder._get_backbone()
+    seen = []
+    real_encode = backbone.model.encode
+
+    def spy(texts, **kwargs):
+        seen.append(list(texts))
+        return real_encode(texts, **kwargs)
+
+    monkeypatch.setattr(backbone.model, "encode", spy)
+    out = embedder.transform(TEXTS)
+    assert seen == [[TEXTS[0], TEXTS[1], TEXTS[3]]]
+    np.testing.assert_array_equal(out[0], out[2])
+
+
+def test_containers(embedder):
+    reference = embedder.transform(TEXTS)
+    for X in (np.array(TEXTS, dtype=object), pd.Series(TEXTS), pd.DataFrame({"review": TEXTS}),
+              pl.Series(TEXTS), pl.DataFrame({"review": TEXTS}), tuple(TEXTS),
+              pd.Series(TEXTS, dtype="string"), np.array(TEXTS)[:, None]):
+        np.testing.assert_allclose(embedder.transform(X), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [(None, "missing text"), (float("nan"), "missing text"), (pd.NA, "missing text"),
+     ("", "empty text"), ("   ", "empty text"), (3.5, "expected a string, got float"),
+     (b"bytes", "expected a string, got bytes")],
+)
+def test_bad_rows(embedder, bad, message):
+    X = ["fine", "also fine", bad]
+    with pytest.raises(InputError, match=rf"^row 2: {message}"):
+        embedder.transform(X)
+    with pytest.warns(EmbeddingWarning, match="1 of 3 rows"):
+        out = TextEmbedder(on_error="nan").fit_transform(X)
+    assert np.isnan(out[2]).all() and np.isfinite(out[:2]).all()
+    with pytest.warns(EmbeddingWarning):
+        out = TextEmbedder(on_error="zeros").fit_transform(pd.Series(X))
+    assert (out[2] == 0).all()
+
+
+def test_whole_input_problems():
+    with pytest.raises(ValueError, match="0 samples"):
+        TextEmbedder().fit([])
+    with pytest.raises(ValueError, match="single str"):
+        TextEmbedder().fit("just one string")
+    with pytest.raises(ValueError, match="2 columns"):
+        TextEmbedder().fit(pd.DataFrame({"a": ["x"], "b": ["y"]}))
+
+
+def test_normalize_false_keeps_raw_lengths():
+    raw = TextEmbedder(normalize=False).fit_transform(TEXTS)
+    assert raw.shape == (4, 384) and np.isfinite(raw).all()
+
+
+def test_pandas_output_names(embedder):
+    out = TextEmbedder().set_output(transform="pandas").fit_transform(
+        pd.Series(TEXTS, index=[10, 11, 12, 13]))
+    assert list(out.columns[:2]) == ["textembedder0", "textembedder1"]
+    assert list(out.index) == [10, 11, 12, 13]
+
+
+def test_bfloat16_is_faithful():
+    full = TextEmbedder(precision="float32").fit_transform(TEXTS)
+    half = TextEmbedder(precision="bfloat16").fit_transform(TEXTS)
+    assert ((full * half).sum(1) > 0.99).all()
