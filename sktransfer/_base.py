@@ -12,7 +12,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from numbers import Integral
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
@@ -31,7 +31,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     ``_n_features(backbone)`` and ``_embed(items, backbone)``.
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "model": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],

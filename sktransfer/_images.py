@@ -107,7 +107,8 @@ def _decode(source: Any, name: str) -> Any:
             image.load()
             return _to_rgb(image)
     except Image.DecompressionBombError as error:
-        raise RowProblem(f"{name}: refused by Pillow's decompression-bomb guard ({error})") from None
+        raise RowProblem(f"{name}: refused by Pillow's decompression-bomb guard ({error})"
+                         ) from None
     except UnidentifiedImageError:
         raise RowProblem(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -224,8 +225,8 @@ class Preprocessor:
             if size != image.size:
                 image = image.resize(size, self.resample)
         width, height = image.size
-        top = int(round((height - self.height) / 2.0))
-        left = int(round((width - self.width) / 2.0))
+        top = round((height - self.height) / 2.0)
+        left = round((width - self.width) / 2.0)
         image = image.crop((left, top, left + self.width, top + self.height))
         pixels = np.asarray(image, dtype=np.float32) / np.float32(_EIGHT_BIT_MAX)
         return ((pixels - self.mean) / self.std).transpose(2, 0, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -86,7 +86,7 @@ class ImageEmbedder(BaseEmbedder):
     (4, 256)
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **BaseEmbedder._parameter_constraints,
         "weights": [str],
         "layer": [None, Interval(Integral, None, None, closed="neither")],

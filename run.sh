@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's commands. Each one creates the environment (.venv) first when it is missing
+# or out of date, so a fresh machine needs nothing but python3.
+#   ./run.sh demo   ELPV: pretrained features vs random weights vs raw pixels (a few minutes)
+#   ./run.sh test   the whole test suite (extra arguments go to pytest)
+#   ./run.sh setup  only create or update the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PYTHON_FOR_VENV=$(command -v python3.11 || command -v python3)
+
+setup() {
+    local stamp="$VENV/.sktransfer-install" wanted
+    wanted=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "creating $VENV with $PYTHON_FOR_VENV" >&2
+        "$PYTHON_FOR_VENV" -m venv "$VENV"
+    fi
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+        echo "installing sktransfer and its test/offline extras into $VENV" >&2
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+        # constraints.txt pins torch/torchvision for development and CI only.
+        "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[all,test]'
+        echo "$wanted" > "$stamp"
+    fi
+}
+
+command=${1:-}
+[ $# -gt 0 ] && shift
+case "$command" in
+    setup) setup ;;
+    demo) setup; exec "$VENV/bin/python" examples/elpv_transfer.py "$@" ;;
+    test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+    *) echo "usage: ./run.sh {demo|test|setup} [args]" >&2; exit 2 ;;
+esac

