@@ -19,6 +19,7 @@ _LAZY = {
     "ModelUnavailableError": "sktransfer.exceptions",
     "WeightsMismatchError": "sktransfer.exceptions",
     "EmbeddingWarning": "sktransfer.exceptions",
+    "FeatureCache": "sktransfer.cache",
 }
 
 __all__ = sorted(_LAZY)

@@ -7,8 +7,11 @@ candidates stay small and share one copy.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from numbers import Integral
@@ -19,7 +22,12 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
+from sktransfer.cache import FeatureCache, as_feature_cache
 from sktransfer.exceptions import EmbeddingWarning, InputError, WeightsMismatchError
+
+# Bump when a change to sktransfer changes the vectors it computes: old cache entries then
+# live in other spaces and are never returned.
+FEATURES_VERSION = 1
 
 logger = logging.getLogger("sktransfer")
 
@@ -28,7 +36,9 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     """Shared machinery of :class:`ImageEmbedder` and :class:`TextEmbedder`.
 
     Subclasses provide ``_items(X)`` (X as a list of samples), ``_get_backbone()``,
-    ``_n_features(backbone)`` and ``_embed(items, backbone)``.
+    ``_n_features(backbone)``, ``_identity(backbone)`` (everything that determines the output),
+    ``_content_key(item)`` (a digest of one sample's content, or None) and
+    ``_embed(items, rows, backbone)`` (vectors plus the errors of the rows that failed).
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -38,6 +48,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "precision": [StrOptions({"auto", "float32", "bfloat16", "float16"})],
         "on_error": [StrOptions({"raise", "zeros", "nan"})],
         "progress": ["boolean"],
+        "cache": [None, str, os.PathLike, FeatureCache],
     }
 
     def fit(self, X: Any, y: Any = None) -> BaseEmbedder:
@@ -81,7 +92,50 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 f"{type(self).__name__} was fitted with weights {self.weights_digest_[:12]}… but "
                 f"model {self.model!r} now loads weights {backbone.digest[:12]}…; refit it"
             )
-        return self._embed(items, backbone)
+        return self._embed_with_cache(items, backbone)
+
+    def _embed_with_cache(self, items: Sequence[Any], backbone: Any) -> np.ndarray:
+        """Embed each distinct sample once, reading and writing the feature cache."""
+        n, dim = len(items), self.n_features_out_
+        keys = [self._content_key(item) for item in items]
+        owner = np.arange(n)  # the row whose vector each row takes
+        first_row: dict[bytes, int] = {}
+        for row, key in enumerate(keys):
+            if key is not None:
+                owner[row] = first_row.setdefault(key, row)
+        distinct = np.flatnonzero(owner == np.arange(n))
+        out = np.zeros((n, dim), dtype=np.float32)
+        cache = as_feature_cache(self.cache)
+        todo = distinct
+        if cache is not None:
+            space, description = self._space(backbone)
+            keyed = np.array([row for row in distinct if keys[row] is not None], dtype=int)
+            vectors, found = cache.lookup(space, [keys[row] for row in keyed], dim)
+            out[keyed[found]] = vectors[found]
+            todo = np.setdiff1d(distinct, keyed[found])
+            logger.debug("cache: %d of %d distinct samples found", found.sum(), len(distinct))
+        failures: list[InputError] = []
+        if len(todo):
+            vectors, failures = self._embed([items[row] for row in todo], list(todo), backbone)
+            out[todo] = vectors
+            if cache is not None:
+                failed = {error.row for error in failures}
+                new = [row for row in todo if keys[row] is not None and row not in failed]
+                cache.store(space, [keys[row] for row in new], out[new], description)
+        out = out[owner]
+        if failures:
+            by_owner = {error.row: error for error in failures}
+            failures = [by_owner[int(owner[row])] if owner[row] == row else
+                        InputError(row, by_owner[int(owner[row])].problem)
+                        for row in range(n) if int(owner[row]) in by_owner]
+        return self._fill(out, failures)
+
+    def _space(self, backbone: Any) -> tuple[str, dict[str, Any]]:
+        """The cache space: a digest of everything that determines the output."""
+        description = {"estimator": type(self).__name__, "features_version": FEATURES_VERSION,
+                       **self._identity(backbone)}
+        text = json.dumps(description, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32], description
 
     @property
     def _n_features_out(self) -> int:

@@ -7,6 +7,7 @@ stays on.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -53,6 +54,41 @@ def coerce_image_batch(X: Any) -> list[Any] | None:
             )
         return list(X.reshape(X.shape[0], side, side))
     raise ValueError(f"cannot read images from a {X.ndim}-D numeric array of shape {X.shape}")
+
+
+def image_content_key(item: Any) -> bytes | None:
+    """A digest of what an image item holds, or None when it cannot be read.
+
+    A file and its bytes share a key, so renamed or moved files still hit a cache. PIL images
+    are keyed by pixels plus what changes their meaning (mode, palette, transparency, EXIF
+    orientation); arrays by dtype, shape and bytes.
+    """
+    from PIL import Image
+
+    digest = hashlib.sha256()
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        digest.update(b"encoded:")
+        digest.update(item)
+    elif isinstance(item, (str, os.PathLike)):
+        try:
+            data = Path(item).read_bytes()
+        except (OSError, ValueError):
+            return None
+        digest.update(b"encoded:")
+        digest.update(data)
+    elif isinstance(item, np.ndarray) and item.dtype != object:
+        digest.update(f"array:{item.dtype.str}:{item.shape}:".encode())
+        digest.update(np.ascontiguousarray(item).data)
+    elif isinstance(item, Image.Image):
+        orientation = item.getexif().get(0x0112)
+        header = (f"pil:{item.mode}:{item.size}:{orientation}:"
+                  f"{item.info.get('transparency')!r}:").encode()
+        digest.update(header)
+        digest.update(bytes(item.getpalette() or ()))
+        digest.update(item.tobytes())
+    else:
+        return None
+    return digest.digest()[:16]
 
 
 def load_image(item: Any) -> Any:

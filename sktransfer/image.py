@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 from typing import Any, ClassVar
@@ -10,7 +11,14 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from sktransfer._base import BaseEmbedder, as_sequence, reject_unusable_matrices
-from sktransfer._images import Preprocessor, RowProblem, coerce_image_batch, load_image
+from sktransfer._images import (
+    Preprocessor,
+    RowProblem,
+    coerce_image_batch,
+    image_content_key,
+    load_image,
+)
+from sktransfer.cache import FeatureCache
 from sktransfer.exceptions import InputError
 
 DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0.packaged"
@@ -51,6 +59,12 @@ class ImageEmbedder(BaseEmbedder):
         row with zeros or NaN and warn once with a count.
     progress : bool, default=False
         Show a tqdm progress bar.
+    cache : None, str, Path or FeatureCache, default=None
+        Where to keep computed embeddings: a directory (or a :class:`FeatureCache`). Keys are
+        the image's content (file bytes, array bytes) plus everything that determines the
+        output, so renamed files still hit and a change of model, weights, layer, pooling or
+        precision never returns a stale vector. Only the path is pickled: the cache survives
+        ``clone()``, grid search, ``n_jobs`` processes and sessions.
 
     Attributes
     ----------
@@ -105,6 +119,7 @@ class ImageEmbedder(BaseEmbedder):
         precision: str = "auto",
         on_error: str = "raise",
         progress: bool = False,
+        cache: str | os.PathLike | FeatureCache | None = None,
     ):
         self.model = model
         self.weights = weights
@@ -115,6 +130,7 @@ class ImageEmbedder(BaseEmbedder):
         self.precision = precision
         self.on_error = on_error
         self.progress = progress
+        self.cache = cache
 
     def _get_backbone(self) -> Any:
         from sktransfer.backbones._runtime import resolve_device
@@ -129,6 +145,19 @@ class ImageEmbedder(BaseEmbedder):
     def _n_features(self, backbone: Any) -> int:
         return backbone.output_dim(self.layer, self._pool)
 
+    def _identity(self, backbone: Any) -> dict[str, Any]:
+        from sktransfer.backbones._runtime import resolve_precision
+
+        layer = self.layer
+        if layer is not None and layer < 0:
+            layer += backbone.n_layers
+        return {"model": self.model, "weights": backbone.digest,
+                "preprocessing": backbone.data_config, "layer": layer, "pooling": self._pool,
+                "precision": resolve_precision(self.precision, backbone.device)}
+
+    def _content_key(self, item: Any) -> bytes | None:
+        return image_content_key(item)
+
     def _items(self, X: Any, *, reset: bool) -> list[Any]:
         reject_unusable_matrices(X, "images")
         self._check_input_shape(X, reset=reset)
@@ -138,7 +167,8 @@ class ImageEmbedder(BaseEmbedder):
             raise ValueError("found 0 samples: the input holds no images")
         return items
 
-    def _embed(self, items: list[Any], backbone: Any) -> np.ndarray:
+    def _embed(self, items: list[Any], rows: list[int],
+               backbone: Any) -> tuple[np.ndarray, list[InputError]]:
         import torch
 
         from sktransfer.backbones._runtime import resolve_precision
@@ -151,11 +181,11 @@ class ImageEmbedder(BaseEmbedder):
 
         def prepare(start: int) -> list[tuple[int, Any]]:
             prepared = []
-            for row in range(start, min(start + batch_size, n)):
+            for i in range(start, min(start + batch_size, n)):
                 try:
-                    prepared.append((row, preprocess(load_image(items[row]))))
+                    prepared.append((i, preprocess(load_image(items[i]))))
                 except RowProblem as problem:
-                    prepared.append((row, InputError(row, str(problem))))
+                    prepared.append((i, InputError(rows[i], str(problem))))
             return prepared
 
         starts = range(0, n, batch_size)
@@ -167,21 +197,21 @@ class ImageEmbedder(BaseEmbedder):
                 prepared = pending.result()
                 if index + 1 < len(starts):
                     pending = pool.submit(prepare, starts[index + 1])
-                good = [(row, x) for row, x in prepared if not isinstance(x, InputError)]
+                good = [(i, x) for i, x in prepared if not isinstance(x, InputError)]
                 errors = [x for _, x in prepared if isinstance(x, InputError)]
                 if errors and self.on_error == "raise":
                     pending.cancel()
                     raise errors[0]
                 failures.extend(errors)
                 if good:
-                    rows = [row for row, _ in good]
                     tensor = torch.from_numpy(np.stack([x for _, x in good]))
-                    out[rows] = backbone.forward(tensor, self.layer, self._pool, precision)
+                    out[[i for i, _ in good]] = backbone.forward(tensor, self.layer, self._pool,
+                                                                 precision)
                 if bar is not None:
                     bar.update(len(prepared))
         if bar is not None:
             bar.close()
-        return self._fill(out, failures)
+        return out, failures
 
 
 def _progress_bar(enabled: bool, total: int, description: str) -> Any:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from sktransfer._base import BaseEmbedder, as_sequence, is_missing
+from sktransfer.cache import FeatureCache
 from sktransfer.exceptions import InputError
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -37,6 +40,11 @@ class TextEmbedder(BaseEmbedder):
         Show a progress bar.
     trust_remote_code : bool, default=False
         Allow models that need their own Python code from the hub. Off unless you ask.
+    cache : None, str, Path or FeatureCache, default=None
+        Where to keep computed embeddings: a directory (or a :class:`FeatureCache`), keyed by
+        the text plus everything that determines the output (model, weights, normalisation,
+        precision, maximum sequence length). Only the path is pickled: the cache survives
+        ``clone()``, grid search, ``n_jobs`` processes and sessions.
 
     Attributes
     ----------
@@ -82,6 +90,7 @@ class TextEmbedder(BaseEmbedder):
         on_error: str = "raise",
         progress: bool = False,
         trust_remote_code: bool = False,
+        cache: str | os.PathLike | FeatureCache | None = None,
     ):
         self.model = model
         self.batch_size = batch_size
@@ -91,6 +100,7 @@ class TextEmbedder(BaseEmbedder):
         self.on_error = on_error
         self.progress = progress
         self.trust_remote_code = trust_remote_code
+        self.cache = cache
 
     def _get_backbone(self) -> Any:
         from sktransfer.backbones._runtime import resolve_device
@@ -106,33 +116,43 @@ class TextEmbedder(BaseEmbedder):
         self._check_input_shape(X, reset=reset)
         return as_sequence(X, "texts")
 
-    def _embed(self, items: list[Any], backbone: Any) -> np.ndarray:
+    def _identity(self, backbone: Any) -> dict[str, Any]:
+        from sktransfer.backbones._runtime import resolve_precision
+
+        return {"model": self.model, "weights": backbone.digest, "normalize": self.normalize,
+                "precision": resolve_precision(self.precision, backbone.device),
+                "max_seq_length": backbone.model.max_seq_length}
+
+    def _content_key(self, item: Any) -> bytes | None:
+        if not isinstance(item, str):
+            return None
+        return hashlib.sha256(item.encode("utf-8", "surrogatepass")).digest()[:16]
+
+    def _embed(self, items: list[Any], rows: list[int],
+               backbone: Any) -> tuple[np.ndarray, list[InputError]]:
         from sktransfer.backbones._runtime import resolve_precision
 
         failures: list[InputError] = []
-        rows_of: dict[str, list[int]] = {}
-        for row, text in enumerate(items):
+        good: list[int] = []
+        for i, text in enumerate(items):
             problem = _text_problem(text)
             if problem is None:
-                rows_of.setdefault(text, []).append(row)
+                good.append(i)
                 continue
-            error = InputError(row, problem)
+            error = InputError(rows[i], problem)
             if self.on_error == "raise":
                 raise error
             failures.append(error)
-        out = np.empty((len(items), self.n_features_out_), dtype=np.float32)
-        if rows_of:
-            unique = list(rows_of)
-            vectors = backbone.encode(
-                unique,
+        out = np.zeros((len(items), self.n_features_out_), dtype=np.float32)
+        if good:
+            out[good] = backbone.encode(
+                [items[i] for i in good],
                 batch_size=self.batch_size,
                 normalize=self.normalize,
                 precision=resolve_precision(self.precision, backbone.device),
                 progress=self.progress,
             )
-            for vector, text in zip(vectors, unique, strict=True):
-                out[rows_of[text]] = vector
-        return self._fill(out, failures)
+        return out, failures
 
 
 def _text_problem(text: Any) -> str | None:

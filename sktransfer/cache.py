@@ -1,0 +1,275 @@
+"""FeatureCache: embeddings stored on disk by content, shared by clones, processes and sessions.
+
+Storage is SQLite (an embedded database, in write-ahead-log mode): every write is one
+transaction, so it is atomic; concurrent writers from several processes wait for each other
+instead of losing rows; a process killed mid-write leaves the last committed state. Each vector
+is stored with a CRC32 of its bytes; an entry whose bytes no longer match is reported as
+missing, recomputed and overwritten.
+
+Keys are content-addressed: a digest of the sample's content (file bytes, array bytes, text)
+inside a *space*, the digest of everything that determines the output (model, weights digest,
+preprocessing, layer, pooling, precision, feature version). Renaming a file still hits;
+changing any of those never returns a stale vector.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("sktransfer")
+
+DB_NAME = "features.sqlite"
+_CHUNK = 500  # keys per SELECT
+_TOUCH_EVERY_S = 3600.0  # last-use times are refreshed at most hourly, so reads rarely write
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spaces (
+    space TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    space TEXT NOT NULL,
+    key BLOB NOT NULL,
+    vector BLOB NOT NULL,
+    checksum INTEGER NOT NULL,
+    last_used REAL NOT NULL,
+    PRIMARY KEY (space, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vectors_last_used ON vectors (last_used);
+"""
+
+
+class FeatureCache:
+    """An on-disk, content-addressed store of embeddings.
+
+    Pass it (or just a directory path) as ``cache=`` to any embedder. Only the path is pickled,
+    so the cache survives ``clone()``, cross-validation, grid search, ``n_jobs`` processes and
+    sessions.
+
+    Parameters
+    ----------
+    path : str or Path
+        A directory; it is created when missing and holds one SQLite file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sktransfer import FeatureCache, TextEmbedder
+    >>> cache = FeatureCache(tempfile.mkdtemp())
+    >>> embedder = TextEmbedder(cache=cache).fit(["a fine film"])
+    >>> first = embedder.transform(["a fine film", "dull"])   # embedded and stored
+    >>> again = embedder.transform(["dull", "a fine film"])   # read from the cache
+    >>> len(cache), bool((again[::-1] == first).all())
+    (2, True)
+    >>> cache.clear()
+    >>> len(cache)
+    0
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+        self._local = threading.local()
+
+    # Only the path crosses process boundaries; connections are per process and thread.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureCache) and other.path.resolve() == self.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    @property
+    def file(self) -> Path:
+        return self.path / DB_NAME
+
+    def _db(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and self._local.pid == os.getpid():
+            return connection
+        self.path.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.file, timeout=120, isolation_level=None,
+                                     check_same_thread=True)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        with _transaction(connection):
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                connection.execute(statement)
+        self._local.connection, self._local.pid = connection, os.getpid()
+        return connection
+
+    def lookup(self, space: str, keys: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for ``keys`` in ``space``: (float32 array (n, dim), bool array of hits).
+
+        Rows of misses are zeros. A stored entry whose checksum or size is wrong counts as a
+        miss (and is logged), so it is recomputed and overwritten.
+        """
+        found = np.zeros(len(keys), dtype=bool)
+        vectors = np.zeros((len(keys), dim), dtype=np.float32)
+        if not keys:
+            return vectors, found
+        db = self._db()
+        position = {key: i for i, key in enumerate(keys)}
+        hits: list[int] = []
+        blobs: list[bytes] = []
+        stale: list[bytes] = []
+        now = time.time()
+        size = dim * 4
+        for start in range(0, len(keys), _CHUNK):
+            chunk = list(keys[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT key, vector, checksum, last_used FROM vectors "
+                f"WHERE space = ? AND key IN ({marks})", (space, *chunk)).fetchall()
+            for key, blob, checksum, last_used in rows:
+                if len(blob) != size or zlib.crc32(blob) != checksum:
+                    logger.warning("cache entry %s in %s is corrupt; recomputing it",
+                                   bytes(key).hex(), self.file)
+                    continue
+                hits.append(position[bytes(key)])
+                blobs.append(blob)
+                if now - last_used > _TOUCH_EVERY_S:
+                    stale.append(bytes(key))
+        if hits:
+            found[hits] = True
+            vectors[hits] = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
+        if stale:
+            with _transaction(db):
+                db.executemany("UPDATE vectors SET last_used = ? WHERE space = ? AND key = ?",
+                               [(now, space, key) for key in stale])
+        return vectors, found
+
+    def store(self, space: str, keys: Sequence[bytes], vectors: np.ndarray,
+              description: dict[str, Any]) -> None:
+        """Write ``vectors`` (n, dim) under ``keys`` in one atomic transaction."""
+        if not len(keys):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        now = time.time()
+        rows = []
+        for key, vector in zip(keys, vectors, strict=True):
+            blob = vector.tobytes()
+            rows.append((space, key, blob, zlib.crc32(blob), now))
+        db = self._db()
+        with _transaction(db):
+            db.execute(
+                "INSERT OR IGNORE INTO spaces (space, description, dim, created) "
+                "VALUES (?, ?, ?, ?)",
+                (space, json.dumps(description, sort_keys=True, default=str),
+                 vectors.shape[1], now))
+            db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?)", rows)
+
+    def __len__(self) -> int:
+        return self._db().execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+
+    def info(self) -> dict[str, Any]:
+        """Entries, bytes on disk, and one line per space (model configuration).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> FeatureCache(tempfile.mkdtemp()).info()["entries"]
+        0
+        """
+        db = self._db()
+        spaces = [
+            {"space": space, "entries": count, "dim": dim, **json.loads(description)}
+            for space, description, dim, count in db.execute(
+                "SELECT s.space, s.description, s.dim, COUNT(v.key) FROM spaces s "
+                "LEFT JOIN vectors v ON v.space = s.space GROUP BY s.space")
+        ]
+        return {"path": str(self.path), "entries": len(self), "bytes": self.size_bytes(),
+                "spaces": spaces}
+
+    def size_bytes(self) -> int:
+        """Bytes the cache takes on disk (database plus write-ahead log)."""
+        return sum(f.stat().st_size for f in self.path.glob(DB_NAME + "*") if f.is_file())
+
+    def prune(self, *, max_bytes: int | None = None, older_than: float | None = None) -> int:
+        """Delete entries not used for ``older_than`` seconds, then the least recently used
+        until the cache fits in ``max_bytes``. Returns how many entries were deleted."""
+        db = self._db()
+        before = len(self)
+        if older_than is not None:
+            with _transaction(db):
+                db.execute("DELETE FROM vectors WHERE last_used < ?", (time.time() - older_than,))
+        self._compact()
+        if max_bytes is not None:
+            while self.size_bytes() > max_bytes and len(self):
+                average = max(self.size_bytes() // max(len(self), 1), 1)
+                excess = max((self.size_bytes() - max_bytes) // average, 1)
+                with _transaction(db):
+                    db.execute(
+                        "DELETE FROM vectors WHERE (space, key) IN (SELECT space, key FROM "
+                        "vectors ORDER BY last_used LIMIT ?)", (int(excess),))
+                self._compact()
+        self._drop_empty_spaces()
+        return before - len(self)
+
+    def clear(self) -> None:
+        """Delete every entry."""
+        db = self._db()
+        with _transaction(db):
+            db.execute("DELETE FROM vectors")
+            db.execute("DELETE FROM spaces")
+        self._compact()
+
+    def _drop_empty_spaces(self) -> None:
+        db = self._db()
+        with _transaction(db):
+            db.execute("DELETE FROM spaces WHERE space NOT IN (SELECT DISTINCT space FROM vectors)")
+
+    def _compact(self) -> None:
+        db = self._db()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error: one atomic write."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        self.connection.execute("ROLLBACK" if kind else "COMMIT")
+
+
+_OPEN: dict[Path, FeatureCache] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def as_feature_cache(cache: str | os.PathLike | FeatureCache | None) -> FeatureCache | None:
+    """The FeatureCache for an embedder's ``cache=`` value (one object per directory)."""
+    if cache is None or isinstance(cache, FeatureCache):
+        return cache
+    path = Path(cache).expanduser().resolve()
+    with _OPEN_LOCK:
+        if path not in _OPEN:
+            _OPEN[path] = FeatureCache(path)
+        return _OPEN[path]
