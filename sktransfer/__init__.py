@@ -13,12 +13,14 @@ _LAZY = {
     "ImageEmbedder": "sktransfer.image",
     "TextEmbedder": "sktransfer.text",
     "list_backbones": "sktransfer.backbones._registry",
+    "list_models": "sktransfer.backbones._registry",
     "register_backbone": "sktransfer.backbones._registry",
     "BackboneSpec": "sktransfer.backbones._registry",
     "InputError": "sktransfer.exceptions",
     "ModelUnavailableError": "sktransfer.exceptions",
     "WeightsMismatchError": "sktransfer.exceptions",
     "EmbeddingWarning": "sktransfer.exceptions",
+    "LicenseWarning": "sktransfer.exceptions",
     "FeatureCache": "sktransfer.cache",
 }
 

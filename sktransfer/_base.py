@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from numbers import Integral
@@ -23,7 +24,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from sktransfer.cache import FeatureCache, as_feature_cache
-from sktransfer.exceptions import EmbeddingWarning, InputError, WeightsMismatchError
+from sktransfer.exceptions import (
+    EmbeddingWarning,
+    InputError,
+    LicenseWarning,
+    WeightsMismatchError,
+)
 
 # Bump when a change to sktransfer changes the vectors it computes: old cache entries then
 # live in other spaces and are never returned.
@@ -74,6 +80,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.n_features_out_ = self._n_features(backbone)
         self.weights_digest_ = backbone.digest
         self.license_ = backbone.license
+        warn_about_license(self.model, self.license_)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -169,6 +176,40 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         tags.non_deterministic = False
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
+
+
+_WARNED_LICENSES: set[tuple[str, str]] = set()
+_NON_COMMERCIAL = re.compile(r"(\bnc\b|-nc-|-nc$|non-?commercial|research[- ]only)", re.I)
+
+
+def license_restriction(license_: str | None) -> str | None:
+    """"non-commercial", "unknown" or None (no known restriction).
+
+    Examples
+    --------
+    >>> license_restriction("CC-BY-NC-SA-4.0"), license_restriction("apache-2.0")
+    ('non-commercial', None)
+    >>> license_restriction("unknown"), license_restriction("other")
+    ('unknown', 'unknown')
+    """
+    text = (license_ or "").strip().lower()
+    if text in ("", "unknown", "other", "none", "unlicensed"):
+        return "unknown"
+    if _NON_COMMERCIAL.search(text):
+        return "non-commercial"
+    return None
+
+
+def warn_about_license(model: str, license_: str | None) -> None:
+    """Warn once per process and model when its weights' licence may forbid your use."""
+    restriction = license_restriction(license_)
+    if restriction is None or (model, str(license_)) in _WARNED_LICENSES:
+        return
+    _WARNED_LICENSES.add((model, str(license_)))
+    advice = ("it may not be used commercially" if restriction == "non-commercial" else
+              "check the model card before you use it, above all commercially")
+    warnings.warn(f"the weights of model {model!r} have a {restriction} licence "
+                  f"({license_!r}): {advice}", LicenseWarning, stacklevel=3)
 
 
 def as_sequence(X: Any, what: str) -> Sequence[Any]:

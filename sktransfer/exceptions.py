@@ -24,5 +24,9 @@ class WeightsMismatchError(RuntimeError):
     """Weights loaded now differ from the weights an estimator was fitted with."""
 
 
+class LicenseWarning(UserWarning):
+    """The weights' licence is non-commercial or unknown: check it before you ship."""
+
+
 class EmbeddingWarning(UserWarning):
     """Some rows could not be embedded and were filled as ``on_error`` says."""

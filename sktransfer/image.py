@@ -39,10 +39,11 @@ class ImageEmbedder(BaseEmbedder):
         initialisation, the baseline that shows what pretraining adds. Or the path of a
         ``.safetensors``/``.pth`` checkpoint for the ``model`` architecture; checkpoints are
         read with ``torch.load(weights_only=True)``, never unpickled.
-    layer : int or None, default=None
+    layer : int, None or list of them, default=None
         None: the model's pooled pre-logits features (what timm gives with ``num_classes=0``).
         An int selects the output of one intermediate stage or block through timm's
-        ``forward_intermediates`` (negative counts from the end).
+        ``forward_intermediates`` (negative counts from the end). A list concatenates several
+        layers' pooled features, all from one pass through the network.
     pooling : {"avg", "max", "cls", "token"}, default="avg"
         How a feature map becomes a vector. ``"cls"``/``"token"``: the class token of ViTs.
         When ``layer=None`` and ``pooling`` is the model's own pooling, the model's head is used,
@@ -103,7 +104,7 @@ class ImageEmbedder(BaseEmbedder):
     _parameter_constraints: ClassVar[dict] = {
         **BaseEmbedder._parameter_constraints,
         "weights": [str],
-        "layer": [None, Interval(Integral, None, None, closed="neither")],
+        "layer": [None, Interval(Integral, None, None, closed="neither"), list],
         "pooling": [StrOptions({"avg", "max", "cls", "token"})],
     }
 
@@ -142,17 +143,24 @@ class ImageEmbedder(BaseEmbedder):
     def _pool(self) -> str:
         return "cls" if self.pooling == "token" else self.pooling
 
+    @property
+    def _layers(self) -> tuple[int | None, ...]:
+        layers = tuple(self.layer) if isinstance(self.layer, list) else (self.layer,)
+        if not layers or not all(layer is None or isinstance(layer, Integral)
+                                 for layer in layers):
+            raise ValueError(f"layer must be None, an int or a non-empty list of them, "
+                             f"got {self.layer!r}")
+        return layers
+
     def _n_features(self, backbone: Any) -> int:
-        return backbone.output_dim(self.layer, self._pool)
+        return sum(backbone.output_dims(self._layers, self._pool))
 
     def _identity(self, backbone: Any) -> dict[str, Any]:
         from sktransfer.backbones._runtime import resolve_precision
 
-        layer = self.layer
-        if layer is not None and layer < 0:
-            layer += backbone.n_layers
+        layers = [backbone.normalize_layer(layer) for layer in self._layers]
         return {"model": self.model, "weights": backbone.digest,
-                "preprocessing": backbone.data_config, "layer": layer, "pooling": self._pool,
+                "preprocessing": backbone.data_config, "layer": layers, "pooling": self._pool,
                 "precision": resolve_precision(self.precision, backbone.device)}
 
     def _content_key(self, item: Any) -> bytes | None:
@@ -205,8 +213,8 @@ class ImageEmbedder(BaseEmbedder):
                 failures.extend(errors)
                 if good:
                     tensor = torch.from_numpy(np.stack([x for _, x in good]))
-                    out[[i for i, _ in good]] = backbone.forward(tensor, self.layer, self._pool,
-                                                                 precision)
+                    out[[i for i, _ in good]] = backbone.forward(tensor, self._layers,
+                                                                 self._pool, precision)
                 if bar is not None:
                     bar.update(len(prepared))
         if bar is not None:

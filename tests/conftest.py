@@ -6,12 +6,15 @@ No test downloads anything: a hub lookup is made to fail loudly if one is attemp
 from __future__ import annotations
 
 import io
+import os
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # plots render to files, never to a screen
 
 # Tiny timm architectures for mechanics (random weights, no download).
 TINY_CNN = "test_efficientnet"

@@ -119,6 +119,8 @@ def list_backbones(family: Family | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+list_models = list_backbones  # the name users look for first
+
 _BUILTINS_LOADED = False
 
 

@@ -22,6 +22,7 @@ from sktransfer.backbones._runtime import inference, load_once, weights_digest
 from sktransfer.exceptions import ModelUnavailableError
 
 RANDOM_WEIGHTS_LICENSE = "none (random weights)"
+Layers = tuple[int | None, ...] | list[int | None]
 _RANDOM_SEED = 0
 
 
@@ -77,9 +78,11 @@ class TimmBackbone:
             return "max"
         return None
 
-    def check_layer(self, layer: int | None, pooling: str) -> None:
-        """Raise a clear ValueError when ``layer``/``pooling`` do not fit this model."""
-        if layer is not None:
+    def check_layers(self, layers: Layers, pooling: str) -> None:
+        """Raise a clear ValueError when ``layers``/``pooling`` do not fit this model."""
+        for layer in layers:
+            if layer is None:
+                continue
             n = self.n_layers
             if n == 0:
                 raise ValueError(f"model '{self.name}' does not expose intermediate layers")
@@ -94,38 +97,54 @@ class TimmBackbone:
                 "use pooling='avg' or 'max'"
             )
 
-    def output_dim(self, layer: int | None, pooling: str) -> int:
-        key = (layer, pooling)
+    def normalize_layer(self, layer: int | None) -> int | None:
+        """A non-negative layer index (or None for the pooled output)."""
+        return layer + self.n_layers if layer is not None and layer < 0 else layer
+
+    def output_dims(self, layers: Layers, pooling: str) -> list[int]:
+        """The width of each requested layer's pooled features."""
         with self._dims_lock:
-            if key not in self._dims:
+            missing = [layer for layer in layers if (layer, pooling) not in self._dims]
+            if missing:
                 import torch
 
-                self.check_layer(layer, pooling)
-                size = tuple(self.data_config["input_size"])
-                probe = torch.zeros((1, *size))
-                self._dims[key] = int(self.forward(probe, layer, pooling, "float32").shape[1])
-            return self._dims[key]
+                self.check_layers(missing, pooling)
+                probe = torch.zeros((1, *tuple(self.data_config["input_size"])))
+                for layer in missing:
+                    dim = self.forward(probe, (layer,), pooling, "float32").shape[1]
+                    self._dims[(layer, pooling)] = int(dim)
+            return [self._dims[(layer, pooling)] for layer in layers]
 
-    def forward(self, batch: Any, layer: int | None, pooling: str, precision: str) -> np.ndarray:
-        """Embed a preprocessed float32 batch (N, 3, H, W); returns float32 (N, D)."""
+    def forward(self, batch: Any, layers: Layers, pooling: str, precision: str) -> np.ndarray:
+        """Embed a preprocessed float32 batch (N, 3, H, W) in one pass through the network.
+
+        ``layers`` lists layer indices and/or None (the pooled output); their pooled features
+        are concatenated in that order. Returns float32 (N, D).
+        """
         model = self.model
         x = batch.to(self.device)
+        inner = sorted({self.normalize_layer(layer) for layer in layers if layer is not None})
+        pooled: dict[int | None, Any] = {}
         with inference(self.device, precision):
-            if layer is None:
-                features = model.forward_features(x)
-                if pooling == self.native_pooling:
-                    out = model.forward_head(features, pre_logits=True)
-                else:
-                    out = self._pool_final(features, pooling)
-            elif pooling == "cls":
-                (_, prefix), = model.forward_intermediates(
-                    x, indices=[layer], intermediates_only=True, return_prefix_tokens=True
+            final = None
+            if inner:
+                result = model.forward_intermediates(
+                    x, indices=inner, intermediates_only=None not in layers,
+                    **({"return_prefix_tokens": True} if pooling == "cls" else {}),
                 )
-                out = prefix[:, 0]
-            else:
-                (spatial,) = model.forward_intermediates(x, indices=[layer],
-                                                         intermediates_only=True)
-                out = _pool_spatial(spatial, pooling)
+                final, intermediates = (None, result) if None not in layers else result
+                for index, out in zip(inner, intermediates, strict=True):
+                    pooled[index] = out[1][:, 0] if pooling == "cls" else _pool_spatial(out,
+                                                                                       pooling)
+            if None in layers:
+                features = model.forward_features(x) if final is None else final
+                if pooling == self.native_pooling:
+                    pooled[None] = model.forward_head(features, pre_logits=True)
+                else:
+                    pooled[None] = self._pool_final(features, pooling)
+            import torch
+
+            out = torch.cat([pooled[self.normalize_layer(layer)] for layer in layers], dim=1)
         return out.float().cpu().numpy()
 
     def _pool_final(self, features: Any, pooling: str) -> Any:
