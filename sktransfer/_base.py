@@ -93,15 +93,20 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         check_is_fitted(self, "n_features_out_")
         items = self._items(X, reset=False)
+        return self._transform_items(items, range(len(items)))
+
+    def _transform_items(self, items: Sequence[Any], labels: Sequence[int]) -> np.ndarray:
+        """Embed ``items``; errors and warnings call ``items[i]`` row ``labels[i]``."""
         backbone = self._get_backbone()
         if backbone.digest != self.weights_digest_:
             raise WeightsMismatchError(
                 f"{type(self).__name__} was fitted with weights {self.weights_digest_[:12]}… but "
                 f"model {self.model!r} now loads weights {backbone.digest[:12]}…; refit it"
             )
-        return self._embed_with_cache(items, backbone)
+        return self._embed_with_cache(items, backbone, labels)
 
-    def _embed_with_cache(self, items: Sequence[Any], backbone: Any) -> np.ndarray:
+    def _embed_with_cache(self, items: Sequence[Any], backbone: Any,
+                          labels: Sequence[int]) -> np.ndarray:
         """Embed each distinct sample once, reading and writing the feature cache."""
         n, dim = len(items), self.n_features_out_
         keys = [self._content_key(item) for item in items]
@@ -121,21 +126,20 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             out[keyed[found]] = vectors[found]
             todo = np.setdiff1d(distinct, keyed[found])
             logger.debug("cache: %d of %d distinct samples found", found.sum(), len(distinct))
-        failures: list[InputError] = []
+        problems: dict[int, str] = {}  # position in items -> what went wrong
         if len(todo):
-            vectors, failures = self._embed([items[row] for row in todo], list(todo), backbone)
+            position_of = {labels[row]: row for row in todo}
+            vectors, failures = self._embed([items[row] for row in todo],
+                                            [labels[row] for row in todo], backbone)
             out[todo] = vectors
+            problems = {position_of[error.row]: error.problem for error in failures}
             if cache is not None:
-                failed = {error.row for error in failures}
-                new = [row for row in todo if keys[row] is not None and row not in failed]
+                new = [row for row in todo if keys[row] is not None and row not in problems]
                 cache.store(space, [keys[row] for row in new], out[new], description)
         out = out[owner]
-        if failures:
-            by_owner = {error.row: error for error in failures}
-            failures = [by_owner[int(owner[row])] if owner[row] == row else
-                        InputError(row, by_owner[int(owner[row])].problem)
-                        for row in range(n) if int(owner[row]) in by_owner]
-        return self._fill(out, failures)
+        failed = {row: InputError(labels[row], problems[int(owner[row])])
+                  for row in range(n) if int(owner[row]) in problems}
+        return self._fill(out, failed)
 
     def _space(self, backbone: Any) -> tuple[str, dict[str, Any]]:
         """The cache space: a digest of everything that determines the output."""
@@ -148,12 +152,12 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def _n_features_out(self) -> int:
         return self.n_features_out_
 
-    def _fill(self, out: np.ndarray, failures: list[InputError]) -> np.ndarray:
-        """Apply ``on_error`` to the rows that failed; warn once with a count."""
-        if not failures:
+    def _fill(self, out: np.ndarray, failed: dict[int, InputError]) -> np.ndarray:
+        """Apply ``on_error`` to the rows that failed (by position); warn once with a count."""
+        if not failed:
             return out
-        rows = [f.row for f in failures]
-        out[rows] = 0.0 if self.on_error == "zeros" else np.nan
+        out[list(failed)] = 0.0 if self.on_error == "zeros" else np.nan
+        failures = list(failed.values())
         shown = "; ".join(str(f) for f in failures[:5])
         more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
         warnings.warn(

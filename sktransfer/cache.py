@@ -62,6 +62,10 @@ class FeatureCache:
     ----------
     path : str or Path
         A directory; it is created when missing and holds one SQLite file.
+    memory_bytes : int, default=256 MiB
+        Vectors this process has read or written are also kept in memory, up to this many
+        bytes (oldest out first), so that grid search reads its folds without touching disk.
+        Keys are content digests, so a vector in memory can never be stale. 0 turns it off.
 
     Examples
     --------
@@ -78,17 +82,18 @@ class FeatureCache:
     0
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, memory_bytes: int = 256 * 2**20):
         self.path = Path(path).expanduser()
+        self.memory_bytes = memory_bytes
         self._local = threading.local()
+        self._memory = _MemoryTier(memory_bytes)
 
-    # Only the path crosses process boundaries; connections are per process and thread.
+    # Only the settings cross process boundaries; connections and memory are per process.
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "memory_bytes": self.memory_bytes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path = state["path"]
-        self._local = threading.local()
+        self.__init__(state["path"], state.get("memory_bytes", 256 * 2**20))
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.path)!r})"
@@ -128,15 +133,24 @@ class FeatureCache:
         vectors = np.zeros((len(keys), dim), dtype=np.float32)
         if not keys:
             return vectors, found
+        in_memory = self._memory.get_many(space, keys, dim)
+        if in_memory:
+            rows = list(in_memory)
+            vectors[rows] = np.stack([in_memory[row] for row in rows])
+            found[rows] = True
+            if len(rows) == len(keys):
+                return vectors, found
+            keys = [key if row not in in_memory else None for row, key in enumerate(keys)]
         db = self._db()
-        position = {key: i for i, key in enumerate(keys)}
+        position = {key: i for i, key in enumerate(keys) if key is not None}
         hits: list[int] = []
         blobs: list[bytes] = []
         stale: list[bytes] = []
         now = time.time()
         size = dim * 4
-        for start in range(0, len(keys), _CHUNK):
-            chunk = list(keys[start:start + _CHUNK])
+        missing = list(position)
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start:start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = db.execute(
                 f"SELECT key, vector, checksum, last_used FROM vectors "
@@ -153,6 +167,7 @@ class FeatureCache:
         if hits:
             found[hits] = True
             vectors[hits] = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
+            self._memory.put_many(space, [keys[row] for row in hits], vectors[hits])
         if stale:
             with _transaction(db):
                 db.executemany("UPDATE vectors SET last_used = ? WHERE space = ? AND key = ?",
@@ -171,6 +186,7 @@ class FeatureCache:
             blob = vector.tobytes()
             rows.append((space, key, blob, zlib.crc32(blob), now))
         db = self._db()
+        self._memory.put_many(space, list(keys), vectors)
         with _transaction(db):
             db.execute(
                 "INSERT OR IGNORE INTO spaces (space, description, dim, created) "
@@ -210,6 +226,7 @@ class FeatureCache:
         until the cache fits in ``max_bytes``. Returns how many entries were deleted."""
         db = self._db()
         before = len(self)
+        self._memory.clear()
         if older_than is not None:
             with _transaction(db):
                 db.execute("DELETE FROM vectors WHERE last_used < ?", (time.time() - older_than,))
@@ -229,6 +246,7 @@ class FeatureCache:
     def clear(self) -> None:
         """Delete every entry."""
         db = self._db()
+        self._memory.clear()
         with _transaction(db):
             db.execute("DELETE FROM vectors")
             db.execute("DELETE FROM spaces")
@@ -244,6 +262,41 @@ class FeatureCache:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _MemoryTier:
+    """Vectors by (space, key) within a byte budget; the oldest go first."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.used = 0
+        self.vectors: dict[tuple[str, bytes], np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def get_many(self, space: str, keys: Sequence[bytes], dim: int) -> dict[int, np.ndarray]:
+        if not self.vectors:
+            return {}
+        with self.lock:
+            hits = {row: self.vectors.get((space, key)) for row, key in enumerate(keys)}
+        return {row: v for row, v in hits.items() if v is not None and len(v) == dim}
+
+    def put_many(self, space: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        if self.budget <= 0 or not len(keys):
+            return
+        with self.lock:
+            for key, vector in zip(keys, vectors, strict=True):
+                if (space, key) not in self.vectors:
+                    # an own copy: the caller cannot change it, and its bytes are counted
+                    self.vectors[(space, key)] = np.array(vector, dtype=np.float32)
+                    self.used += vector.nbytes
+            while self.used > self.budget and self.vectors:
+                oldest = next(iter(self.vectors))
+                self.used -= self.vectors.pop(oldest).nbytes
+
+    def clear(self) -> None:
+        with self.lock:
+            self.vectors.clear()
+            self.used = 0
 
 
 class _transaction:

@@ -113,7 +113,7 @@ class ImageEmbedder(BaseEmbedder):
         model: str = DEFAULT_IMAGE_MODEL,
         *,
         weights: str = "pretrained",
-        layer: int | None = None,
+        layer: int | list[int | None] | None = None,
         pooling: str = "avg",
         batch_size: int = 32,
         device: str = "auto",

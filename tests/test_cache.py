@@ -165,24 +165,25 @@ def test_failed_rows_are_not_cached(tmp_path, embedded, bad_files):
 
 def test_corrupt_entry_is_detected_and_recomputed(tmp_path, embedded, caplog):
     X = images(3)
-    first = tiny(tmp_path).fit_transform(X)
+    disk_only = FeatureCache(tmp_path, memory_bytes=0)  # as a new process would read it
+    first = tiny(disk_only).fit_transform(X)
     with sqlite3.connect(tmp_path / DB_NAME) as db:
         db.execute("UPDATE vectors SET vector = zeroblob(length(vector)) WHERE key = "
                    "(SELECT key FROM vectors LIMIT 1)")
     with caplog.at_level("WARNING", logger="sktransfer"):
-        again = tiny(tmp_path).fit_transform(X)
+        again = tiny(disk_only).fit_transform(X)
     assert "corrupt" in caplog.text
     assert embedded == [3, 1]
     np.testing.assert_allclose(again, first, atol=1e-6)
-    tiny(tmp_path).fit_transform(X)
+    tiny(disk_only).fit_transform(X)
     assert embedded == [3, 1]  # the overwritten entry is valid again
 
 
 def test_reads_are_vectorised(tmp_path):
-    cache = FeatureCache(tmp_path)
     keys = [os.urandom(16) for _ in range(1200)]
     vectors = np.random.default_rng(0).normal(size=(1200, 8)).astype(np.float32)
-    cache.store("space", keys, vectors, {"what": "test"})
+    FeatureCache(tmp_path).store("space", keys, vectors, {"what": "test"})
+    cache = FeatureCache(tmp_path)  # a fresh process's view: nothing in memory yet
     statements: list[str] = []
     cache._db().set_trace_callback(statements.append)
     found_vectors, found = cache.lookup("space", keys, 8)
@@ -190,6 +191,25 @@ def test_reads_are_vectorised(tmp_path):
     assert found.all()
     np.testing.assert_array_equal(found_vectors, vectors)
     assert sum(s.startswith("SELECT") for s in statements) == 3  # 1200 keys, 500 per query
+
+
+def test_memory_tier_serves_repeated_reads_within_its_budget(tmp_path):
+    keys = [os.urandom(16) for _ in range(100)]
+    vectors = np.random.default_rng(0).normal(size=(100, 64)).astype(np.float32)
+    FeatureCache(tmp_path).store("space", keys, vectors, {})
+    cache = FeatureCache(tmp_path, memory_bytes=50 * 64 * 4)  # room for 50 vectors
+    statements: list[str] = []
+    cache._db().set_trace_callback(statements.append)
+    cache.lookup("space", keys[:40], 64)
+    assert sum(s.startswith("SELECT") for s in statements) == 1
+    statements.clear()
+    again, found = cache.lookup("space", keys[:40], 64)
+    assert found.all() and not statements  # from memory, no SQL at all
+    np.testing.assert_array_equal(again, vectors[:40])
+    cache.lookup("space", keys, 64)  # 100 vectors through a 50-vector budget
+    assert cache._memory.used <= 50 * 64 * 4
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.memory_bytes == cache.memory_bytes and copy._memory.used == 0
 
 
 def test_info_prune_and_clear(tmp_path):

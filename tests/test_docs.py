@@ -1,23 +1,59 @@
-"""Every Python block of the README runs, in order, in a scratch folder."""
+"""Every Python and shell block of the README and docs/ runs, in order, page by page."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"```(python|bash)\n(.*?)```", flags=re.DOTALL)
 
 
-def python_blocks(markdown: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", markdown.read_text(), flags=re.DOTALL)
-
-
-def test_readme_code_runs(tmp_path, monkeypatch, capsys):
-    blocks = python_blocks(ROOT / "README.md")
-    assert len(blocks) >= 2
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_code_runs(page, tmp_path, monkeypatch, capsys):
+    blocks = BLOCK.findall(page.read_text())
+    if page.name == "api.md":
+        assert blocks == []
+        return
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__readme__"}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
-    printed = capsys.readouterr().out
-    assert "balanced accuracy" in printed
+    namespace: dict = {"__name__": f"__{page.stem}__"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    printed = []
+    for language, code in blocks:
+        if language == "python":
+            exec(compile(code, str(page), "exec"), namespace)
+        else:
+            result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path,
+                                    env=env, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, f"{code}\n{result.stdout}\n{result.stderr}"
+            printed.append(result.stdout)
+    printed.append(capsys.readouterr().out)
+    output = "".join(printed)
+    assert output.strip(), f"{page.name} ran but printed nothing"
+    if page.name == "README.md":
+        assert "balanced accuracy" in output
+
+
+def test_api_reference_is_up_to_date():
+    spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
+    gen_api = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_api)
+    assert (ROOT / "docs" / "api.md").read_text() == gen_api.render(), (
+        "docs/api.md is stale: run python docs/gen_api.py")
+
+
+def test_every_public_name_is_in_the_api_reference():
+    import sktransfer
+
+    api = (ROOT / "docs" / "api.md").read_text()
+    missing = [name for name in sktransfer.__all__
+               if f"sktransfer.{name}`" not in api and name not in (
+                   "list_backbones", "register_backbone", "BackboneSpec")]
+    assert missing == []

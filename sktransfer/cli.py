@@ -1,0 +1,241 @@
+"""The ``sktransfer`` command: embed files from the shell, list models, report on transfer.
+
+Exit codes: 0 success, 1 the work failed (missing file, unreadable input, model unavailable),
+2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from sktransfer.compose import IMAGE_SUFFIX
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="sktransfer: %(message)s")
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"sktransfer: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ValueError, OSError, RuntimeError, ImportError) as error:
+        print(f"sktransfer: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sktransfer", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    embed = commands.add_parser(
+        "embed", help="embed images or texts into a .parquet or .npy file",
+        description="Embed a folder of images, a list of image files, or one column of a "
+                    "CSV/Parquet table. Parquet output keeps an id column; .npy holds only the "
+                    "feature matrix, in input order.")
+    embed.add_argument("inputs", nargs="+", type=Path,
+                       help="a folder, image files, or one .csv/.parquet table")
+    embed.add_argument("-o", "--output", type=Path, required=True,
+                       help="where to write: .parquet or .npy")
+    embed.add_argument("--column", help="the table column to embed (tables only)")
+    embed.add_argument("--kind", choices=("image", "text"),
+                       help="what the column holds (default: guessed from its values)")
+    embed.add_argument("--model", help="model name, folder or registered name")
+    embed.add_argument("--weights", default="pretrained",
+                       help="images: pretrained (default), random, or a checkpoint file")
+    embed.add_argument("--layer", type=int, help="intermediate layer (images)")
+    embed.add_argument("--pooling", choices=("avg", "max", "cls"), default="avg")
+    embed.add_argument("--cache", type=Path, help="feature cache directory")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--on-error", choices=("raise", "zeros", "nan"), default="raise")
+    embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    embed.set_defaults(run=_embed)
+
+    models = commands.add_parser("models", help="list known models with licence and size")
+    models.add_argument("--family", choices=("timm", "sentence"))
+    models.set_defaults(run=_models)
+
+    report = commands.add_parser(
+        "report", help="does a pretrained model beat cheap baselines on a labelled table?",
+        description="Transfer report from a CSV/Parquet table with a target column: the "
+                    "pretrained embedder against baselines on the same cross-validation folds.")
+    report.add_argument("table", type=Path)
+    report.add_argument("--target", required=True, help="the label column")
+    report.add_argument("--column", required=True, help="the image-path or text column")
+    report.add_argument("--kind", choices=("image", "text"))
+    report.add_argument("--model", help="model to evaluate (default: the embedder's default)")
+    report.add_argument("--groups", help="column of groups for grouped cross-validation")
+    report.add_argument("--cv", type=int, default=5)
+    report.add_argument("--cache", type=Path)
+    report.set_defaults(run=_report)
+    return parser
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise CommandError(f"table not found: {path}")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".tsv", ".txt") or path.name.endswith((".csv.gz", ".csv.bz2")):
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    raise CommandError(f"{path}: expected a .csv, .tsv or .parquet table")
+
+
+def _column_items(table: Any, column: str | None, source: Path) -> Any:
+    if column is None:
+        raise CommandError(f"{source} is a table: say which column to use with --column")
+    if column not in table.columns:
+        raise CommandError(f"column {column!r} is not in {source}; it has "
+                           f"{', '.join(map(str, table.columns))}")
+    return table[column]
+
+
+def _guess_kind(values: Any) -> str:
+    strings = [v for v in list(values)[:200] if isinstance(v, str)]
+    return "image" if strings and all(IMAGE_SUFFIX.search(v) for v in strings) else "text"
+
+
+def _resolve_relative(paths: Any, table_path: Path) -> list[str]:
+    """Relative image paths in a table are relative to the table's folder."""
+    out = []
+    for value in paths:
+        if isinstance(value, str) and not Path(value).is_absolute():
+            value = str(table_path.parent / value)
+        out.append(value)
+    return out
+
+
+def _collect_inputs(inputs: list[Path], column: str | None, kind: str | None
+                    ) -> tuple[list[Any], list[str], str]:
+    """(items, ids, kind) from a folder, files or a table."""
+    tables = [p for p in inputs if p.suffix in (".csv", ".tsv", ".parquet")
+              or p.name.endswith((".csv.gz", ".csv.bz2"))]
+    if tables:
+        if len(inputs) != 1:
+            raise CommandError("give either one table or image files/folders, not both")
+        table = _read_table(tables[0])
+        values = _column_items(table, column, tables[0])
+        kind = kind or _guess_kind(values)
+        items = (_resolve_relative(values, tables[0]) if kind == "image" else list(values))
+        return items, [str(i) for i in table.index], kind
+    if column:
+        raise CommandError("--column applies to a table input only")
+    if kind == "text":
+        raise CommandError("texts come from a table column: sktransfer embed table.csv "
+                           "--column review -o out.parquet")
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and IMAGE_SUFFIX.search(
+                p.name))
+            if not found:
+                raise CommandError(f"no image files (.jpg, .png, ...) in {path}")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise CommandError(f"no such file or folder: {path}")
+    return [str(f) for f in files], [str(f) for f in files], "image"
+
+
+def _embedder(kind: str, model: str | None, cache: Path | None, **image_options: Any) -> Any:
+    """An embedder for ``kind``; ``image_options`` only apply to images."""
+    from sktransfer import ImageEmbedder, TextEmbedder
+
+    common: dict[str, Any] = {"cache": str(cache) if cache else None}
+    if model:
+        common["model"] = model
+    if kind == "image":
+        return ImageEmbedder(**common, **image_options)
+    if image_options.get("layer") is not None or image_options.get("weights", "pretrained") \
+            != "pretrained":
+        raise CommandError("--layer and --weights apply to images only")
+    return TextEmbedder(**common)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    if args.output.suffix not in (".parquet", ".npy"):
+        raise CommandError(f"--output must end in .parquet or .npy, got {args.output}")
+    if args.batch_size < 1:
+        raise CommandError("--batch-size must be at least 1")
+    items, ids, kind = _collect_inputs(args.inputs, args.column, args.kind)
+    image_options = {"layer": args.layer, "pooling": args.pooling, "weights": args.weights}
+    embedder = _embedder(kind, args.model, args.cache, **image_options).set_params(
+        batch_size=args.batch_size, on_error=args.on_error, progress=not args.no_progress)
+    features = embedder.fit_transform(items)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.output.suffix == ".npy":
+        import numpy as np
+
+        np.save(args.output, features)
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(features, columns=embedder.get_feature_names_out())
+        frame.insert(0, "id", ids)
+        frame.to_parquet(args.output, index=False)
+    print(f"embedded {len(items)} {kind}s with {embedder.model} -> {args.output} "
+          f"({features.shape[1]} features, licence {embedder.license_})")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from sktransfer import list_models
+
+    rows = list_models(args.family)
+    header = f"{'name':34} {'family':9} {'features':>8}  {'licence':12} offline"
+    print(header)
+    for row in rows:
+        offline = "yes" if row["available_offline"] else f"no (pip install {row['requires']})"
+        print(f"{row['name']:34} {row['family']:9} {row['n_features'] or '?':>8}  "
+              f"{row['license']:12} {offline}")
+    print("\nAny timm model name (e.g. resnet50.a1_in1k) or sentence-transformers hub id also "
+          "works when the Hugging Face Hub is reachable, or from a local folder.")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sktransfer.diagnostics import transfer_report
+
+    table = _read_table(args.table)
+    values = _column_items(table, args.column, args.table)
+    if args.target not in table.columns:
+        raise CommandError(f"target column {args.target!r} is not in {args.table}")
+    kind = args.kind or _guess_kind(values)
+    items = _resolve_relative(values, args.table) if kind == "image" else list(values)
+    embedder = _embedder(kind, args.model, args.cache)
+    groups = None
+    if args.groups:
+        groups = _column_items(table, args.groups, args.table).to_numpy()
+    cv: Any = args.cv
+    if groups is not None:
+        from sklearn.model_selection import GroupKFold
+
+        cv = GroupKFold(args.cv)
+    report = transfer_report(items, table[args.target].to_numpy(),
+                             {str(embedder.model): embedder}, cv=cv, groups=groups)
+    print(report)
+    print(f"\nVerdict for {embedder.model}: {report.verdict(str(embedder.model))} "
+          f"(compared with {report.best_baseline}).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
