@@ -22,6 +22,8 @@ _LAZY = {
     "EmbeddingWarning": "sktransfer.exceptions",
     "LicenseWarning": "sktransfer.exceptions",
     "FeatureCache": "sktransfer.cache",
+    "FineTunedImageClassifier": "sktransfer.finetune",
+    "FineTunedTextClassifier": "sktransfer.finetune",
 }
 
 __all__ = sorted(_LAZY)

@@ -56,6 +56,18 @@ def coerce_image_batch(X: Any) -> list[Any] | None:
     raise ValueError(f"cannot read images from a {X.ndim}-D numeric array of shape {X.shape}")
 
 
+def image_items(X: Any) -> list[Any]:
+    """X as a list of image items: arrays of several images are split, containers unpacked."""
+    from sktransfer._base import as_sequence, reject_unusable_matrices
+
+    reject_unusable_matrices(X, "images")
+    batch = coerce_image_batch(X)
+    items = batch if batch is not None else as_sequence(X, "images")
+    if len(items) == 0:
+        raise ValueError("found 0 samples: the input holds no images")
+    return list(items)
+
+
 def image_content_key(item: Any) -> bytes | None:
     """A digest of what an image item holds, or None when it cannot be read.
 

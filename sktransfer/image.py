@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from sktransfer._base import BaseEmbedder, as_sequence, reject_unusable_matrices
+from sktransfer._base import BaseEmbedder, reject_unusable_matrices
 from sktransfer._images import (
     Preprocessor,
     RowProblem,
-    coerce_image_batch,
     image_content_key,
+    image_items,
     load_image,
 )
 from sktransfer.cache import FeatureCache
@@ -169,11 +169,7 @@ class ImageEmbedder(BaseEmbedder):
     def _items(self, X: Any, *, reset: bool) -> list[Any]:
         reject_unusable_matrices(X, "images")
         self._check_input_shape(X, reset=reset)
-        batch = coerce_image_batch(X)
-        items = batch if batch is not None else as_sequence(X, "images")
-        if len(items) == 0:
-            raise ValueError("found 0 samples: the input holds no images")
-        return items
+        return image_items(X)
 
     def _embed(self, items: list[Any], rows: list[int],
                backbone: Any) -> tuple[np.ndarray, list[InputError]]:

@@ -21,6 +21,8 @@ RUNS = {
     "clustering.py": (["--n-samples", "200"], "adjusted Rand index"),
     "grid_search_cache.py": (["--n-samples", "120"], "best:"),
     "transfer_diagnostics.py": (["--n-images", "200", "--n-texts", "300"], "verdict"),
+    "finetune_vs_frozen.py": (["--sizes", "60", "--n-test", "60", "--max-epochs", "2"],
+                              "fine-tuned"),
 }
 
 

@@ -9,8 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval
 
-from sktransfer._base import as_sequence
-from sktransfer._images import coerce_image_batch, load_image
+from sktransfer._images import image_items, load_image
 from sktransfer.exceptions import InputError
 
 
@@ -23,8 +22,7 @@ class _ImageFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        batch = coerce_image_batch(X)
-        items = batch if batch is not None else as_sequence(X, "images")
+        items = image_items(X)
         out = np.empty((len(items), self._width()), dtype=np.float32)
         for row, item in enumerate(items):
             try:

@@ -1,0 +1,180 @@
+"""Fine-tuning mechanics on tiny models: phases, learning rates, early stopping, seeds, pickling."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import TINY_CNN
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from sktransfer import InputError
+from sktransfer.finetune import FineTunedImageClassifier, FineTunedTextClassifier
+
+
+def red_or_not(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 200, (n, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(n) % 2
+    X[y == 1, :, :, 0] = 255
+    return X, y
+
+
+def tiny(**params):
+    defaults = dict(weights="random", max_epochs=4, random_state=0, batch_size=16)
+    return FineTunedImageClassifier(TINY_CNN, **{**defaults, **params})
+
+
+def test_head_first_then_groups_unfreeze_from_the_top_with_lower_rates():
+    X, y = red_or_not()
+    clf = tiny(max_epochs=5, head_epochs=2, lr=1e-2, backbone_lr_ratio=0.1, layer_decay=0.5,
+               early_stopping=False).fit(X, y)
+    unfrozen = [h["unfrozen_groups"] for h in clf.history_]
+    assert unfrozen == [0, 0, 1, 2, 3]
+    lrs = [h["lrs"] for h in clf.history_]
+    assert lrs[0] == [1e-2] and lrs[2] == pytest.approx([1e-2, 1e-3])
+    assert lrs[4] == pytest.approx([1e-2, 1e-3, 5e-4, 2.5e-4])
+    assert clf.n_layer_groups_ >= 3
+
+
+def test_only_the_trainable_parameters_change():
+    X, y = red_or_not()
+    clf = tiny(max_epochs=1, head_epochs=1).fit(X, y)  # head only
+    reference = tiny(max_epochs=1)._build(2)[0]  # the same seeded initialisation
+    trained = clf.net_.state_dict()
+    changed = {name for name, value in reference.state_dict().items()
+               if name in trained and not np.allclose(value.numpy(), trained[name].numpy())}
+    assert changed and all(name.startswith("classifier") for name in changed), changed
+
+
+def test_unfreeze_depth_caps_the_groups():
+    X, y = red_or_not()
+    clf = tiny(max_epochs=5, head_epochs=1, unfreeze_depth=2, early_stopping=False).fit(X, y)
+    assert [h["unfrozen_groups"] for h in clf.history_] == [0, 1, 2, 2, 2]
+    probe = tiny(max_epochs=3, unfreeze_depth=0, early_stopping=False).fit(X, y)
+    assert {h["unfrozen_groups"] for h in probe.history_} == {0}
+
+
+def test_batchnorm_statistics_stay_frozen_by_default():
+    X, y = red_or_not()
+    frozen = tiny(max_epochs=3, head_epochs=0, early_stopping=False).fit(X, y)
+    trained = tiny(max_epochs=3, head_epochs=0, batchnorm="train", early_stopping=False).fit(X, y)
+    initial = frozen._build(2)[0].state_dict()
+    means = [k for k in initial if k.endswith("running_mean")]
+    assert all(np.allclose(initial[k].numpy(), frozen.net_.state_dict()[k].numpy())
+               for k in means)
+    assert any(not np.allclose(initial[k].numpy(), trained.net_.state_dict()[k].numpy())
+               for k in means)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    X, y = red_or_not(64)
+    clf = tiny(max_epochs=8, head_epochs=1, lr=0.05, patience=2).fit(X, y)
+    scores = [h["val_balanced_accuracy"] for h in clf.history_]
+    assert clf.best_epoch_ == int(np.argmax(scores))
+    assert clf.best_score_ == max(scores)
+    assert len(scores) <= clf.best_epoch_ + 1 + clf.patience
+    # the kept weights really are the best epoch's: rescoring the validation split agrees
+    train, val = clf._split(np.searchsorted(clf.classes_, y))
+    from sklearn.metrics import balanced_accuracy_score
+
+    assert balanced_accuracy_score(y[val], clf.predict(X[val])) == pytest.approx(clf.best_score_)
+
+
+def test_a_seed_gives_identical_results():
+    X, y = red_or_not()
+    a, b = tiny().fit(X, y), tiny().fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert [h["train_loss"] for h in a.history_] == [h["train_loss"] for h in b.history_]
+    c = tiny(random_state=1).fit(X, y)
+    assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+
+
+def test_clone_pickle_and_a_fresh_process(tmp_path):
+    X, y = red_or_not()
+    clf = tiny(max_epochs=2).fit(X, y)
+    assert not hasattr(clone(clf), "net_") and clone(clf).get_params() == clf.get_params()
+    blob = pickle.dumps(clf)
+    assert b"safetensors" not in blob[:0] and len(blob) < 5_000_000
+    np.testing.assert_array_equal(pickle.loads(blob).predict_proba(X), clf.predict_proba(X))
+    (tmp_path / "clf.pkl").write_bytes(blob)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "expected.npy", clf.predict_proba(X))
+    script = textwrap.dedent(f"""
+        import pickle, numpy as np
+        clf = pickle.loads(open({str(tmp_path / 'clf.pkl')!r}, 'rb').read())
+        out = clf.predict_proba(np.load({str(tmp_path / 'X.npy')!r}))
+        np.testing.assert_array_equal(out, np.load({str(tmp_path / 'expected.npy')!r}))
+        print("same")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert result.returncode == 0 and "same" in result.stdout, result.stderr
+
+
+def test_grid_search_over_learning_rate_and_depth():
+    X, y = red_or_not(24)
+    search = GridSearchCV(tiny(max_epochs=2), {"lr": [1e-3, 1e-2], "unfreeze_depth": [0, 2]},
+                          cv=2).fit(X, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert search.best_estimator_.predict(X[:2]).shape == (2,)
+
+
+def test_labels_are_kept_as_given():
+    X, _ = red_or_not()
+    names = np.array(["ok", "defect"] * 16)
+    clf = tiny(max_epochs=2).fit(X, names)
+    assert list(clf.classes_) == ["defect", "ok"]
+    assert set(clf.predict(X)) <= {"defect", "ok"}
+    assert clf.predict_proba(X).shape == (32, 2)
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "message"),
+    [
+        (red_or_not(10)[0], np.zeros(10), "one class"),
+        (red_or_not(6)[0], np.array([0, 1, 0, 1, 0, 1]), "too few for validation_fraction"),
+        (red_or_not(4)[0], np.array([0, 1, 0]), "4 samples but y has 3"),
+    ],
+)
+def test_bad_labels_fail_before_training(X, y, message):
+    with pytest.raises(ValueError, match=message):
+        tiny().fit(X, y)
+
+
+def test_undecodable_images_fail_before_training(bad_files, monkeypatch):
+    X, y = red_or_not(20)
+    items = list(X)
+    items[7] = bad_files["truncated"]
+    calls = []
+    monkeypatch.setattr(FineTunedImageClassifier, "_train_epoch",
+                        lambda *a, **k: calls.append(1) or 0.0)
+    with pytest.raises(InputError, match="row 7: .*truncated"):
+        tiny().fit(items, y)
+    assert calls == []
+
+
+def test_progress_prints_each_epoch(capsys):
+    X, y = red_or_not()
+    tiny(max_epochs=2, progress=True, early_stopping=False).fit(X, y)
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "train loss" in out
+
+
+def test_text_fine_tuning_unfreezes_encoder_layers():
+    texts = ["a wonderful film", "a moving, tender story", "brilliant and funny",
+             "dull and slow", "a tedious mess", "far too long"] * 4
+    y = np.array([1, 1, 1, 0, 0, 0] * 4)
+    clf = FineTunedTextClassifier(max_epochs=3, head_epochs=1, lr=5e-3, random_state=0,
+                                  early_stopping=False).fit(texts, y)
+    assert clf.n_layer_groups_ == 7  # word embeddings + 6 encoder layers
+    assert [h["unfrozen_groups"] for h in clf.history_] == [0, 1, 2]
+    assert (clf.predict(texts) == y).mean() > 0.9
+    with pytest.raises(InputError, match="row 1: missing text"):
+        FineTunedTextClassifier(max_epochs=1).fit(["good", None, *texts[:10]],
+                                                  [1, 0, *y[:10]])
