@@ -20,6 +20,7 @@ SECTIONS = {
                     "sktransfer.diagnostics.domain_shift", "sktransfer.diagnostics.DomainShift",
                     "sktransfer.diagnostics.CORAL", "sktransfer.diagnostics.DownsampledPixels",
                     "sktransfer.diagnostics.ColorHistogram"],
+    "Fine-tuning": ["sktransfer.FineTunedImageClassifier", "sktransfer.FineTunedTextClassifier"],
     "DataFrames": ["sktransfer.compose.make_embedding_transformer",
                    "sktransfer.compose.WithMissingIndicator"],
     "Datasets": ["sktransfer.datasets.load_elpv", "sktransfer.datasets.load_rotten_tomatoes"],

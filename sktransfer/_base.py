@@ -47,6 +47,8 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     ``_embed(items, rows, backbone)`` (vectors plus the errors of the rows that failed).
     """
 
+    _learns_nothing = True  # fit records settings only: features can be computed once
+
     _parameter_constraints: ClassVar[dict] = {
         "model": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],

@@ -91,9 +91,12 @@ class _FineTunedClassifier(ClassifierMixin, BaseEstimator):
             self.n_layer_groups_ = len(groups)
             self.history_ = []
             best_score, best_state, waited = -math.inf, None, 0
+            optimizer, unfrozen_before = None, None
             for epoch in range(self.max_epochs):
                 n_unfrozen = self._n_unfrozen(epoch, len(groups))
-                optimizer = self._optimizer(groups, head, n_unfrozen)
+                if n_unfrozen != unfrozen_before:  # a new phase: new parameter groups
+                    optimizer = self._optimizer(groups, head, n_unfrozen)
+                    unfrozen_before = n_unfrozen
                 loss = self._train_epoch(net, data, encoded, train_rows, optimizer, rng,
                                          device, groups, n_unfrozen)
                 score = balanced_accuracy_score(encoded[val_rows], self._predict_codes(
@@ -341,14 +344,17 @@ class FineTunedImageClassifier(_FineTunedClassifier):
         self.random_state = random_state
         self.progress = progress
 
-    def _build(self, n_classes: int, pretrained: bool = True) -> tuple[Any, list, list]:
-        from timm.models import group_parameters
-
+    def _shared(self, pretrained: bool = True) -> Any:
         from sktransfer.backbones._runtime import resolve_device
         from sktransfer.backbones.timm import get_timm_backbone
 
-        shared = get_timm_backbone(self.model, self.weights if pretrained else "random",
-                                   resolve_device(self.device))
+        return get_timm_backbone(self.model, self.weights if pretrained else "random",
+                                 resolve_device(self.device))
+
+    def _build(self, n_classes: int, pretrained: bool = True) -> tuple[Any, list, list]:
+        from timm.models import group_parameters
+
+        shared = self._shared(pretrained)
         net = copy.deepcopy(shared.model).cpu()  # the shared frozen copy stays untouched
         net.reset_classifier(n_classes)
         self.data_config_ = shared.data_config
@@ -366,7 +372,7 @@ class FineTunedImageClassifier(_FineTunedClassifier):
         from sktransfer._images import RowProblem, load_image
 
         if not hasattr(self, "data_config_"):
-            self._build(2)
+            self.data_config_ = self._shared().data_config
         height, width = (int(v) for v in self.data_config_["input_size"][1:])
         crop_pct = self.data_config_.get("crop_pct") or 0.875
         scale = (math.floor(height / crop_pct), math.floor(width / crop_pct))

@@ -16,6 +16,8 @@ from sktransfer.exceptions import InputError
 class _ImageFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Decode each image (same rules as ImageEmbedder) and compute a fixed-size vector."""
 
+    _learns_nothing = True  # fit records settings only: features can be computed once
+
     def fit(self, X: Any, y: Any = None) -> _ImageFeatures:
         self._validate_params()
         self._n_features_out = self._width()

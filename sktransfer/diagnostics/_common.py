@@ -15,8 +15,6 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import _safe_indexing
 from sklearn.utils.multiclass import type_of_target
 
-from sktransfer._base import BaseEmbedder
-
 
 def is_classification(y: Any) -> bool:
     return type_of_target(y) in ("binary", "multiclass")
@@ -51,18 +49,19 @@ def fold_scores(model: Any, X: Any, y: Any, splits: list, head: Any, scoring: st
                 ) -> tuple[np.ndarray, float]:
     """Score ``model`` on each split; returns (scores, seconds).
 
-    ``model=None``: X already holds features, the head alone is scored. A frozen sktransfer
-    embedder learns nothing in ``fit``, so it embeds X once and only the head is
-    cross-validated: the same numbers as a full pipeline per fold, without repeated embedding.
-    Any other transformer runs in a pipeline with the head; a full estimator (with
-    ``predict``) runs as it is.
+    ``model=None``: X already holds features, the head alone is scored. A transformer that
+    learns nothing in ``fit`` (frozen sktransfer embedders, the image baselines: they say so
+    with ``_learns_nothing = True``) transforms X once and only the head is cross-validated:
+    the same numbers as a full pipeline per fold, without repeated embedding. Any other
+    transformer runs in a pipeline with the head; a full estimator (with ``predict``) runs as
+    it is.
     """
     start = time.perf_counter()
     scorer = get_scorer(scoring)
     y = np.asarray(y)
     if model is None:
         estimator, data = head, X
-    elif isinstance(model, BaseEmbedder):
+    elif getattr(model, "_learns_nothing", False):
         features = clone(model).fit_transform(X)
         estimator, data = head, features
     elif hasattr(model, "predict"):
