@@ -19,7 +19,7 @@ BLOCK = re.compile(r"```(python|bash)\n(.*?)```", flags=re.DOTALL)
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_page_code_runs(page, tmp_path, monkeypatch, capsys):
     blocks = BLOCK.findall(page.read_text())
-    if page.name == "api.md":
+    if page.name in ("api.md", "performance.md"):  # reference and measured tables only
         assert blocks == []
         return
     monkeypatch.chdir(tmp_path)
