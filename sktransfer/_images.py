@@ -68,12 +68,13 @@ def image_items(X: Any) -> list[Any]:
     return list(items)
 
 
-def image_content_key(item: Any) -> bytes | None:
+def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
     """A digest of what an image item holds, or None when it cannot be read.
 
     A file and its bytes share a key, so renamed or moved files still hit a cache. PIL images
     are keyed by pixels plus what changes their meaning (mode, palette, transparency, EXIF
-    orientation); arrays by dtype, shape and bytes.
+    orientation); arrays by dtype, shape and bytes. With ``read_files=False`` a file is keyed
+    by its resolved path instead, which spares reading it twice when no cache needs content.
     """
     from PIL import Image
 
@@ -81,6 +82,9 @@ def image_content_key(item: Any) -> bytes | None:
     if isinstance(item, (bytes, bytearray, memoryview)):
         digest.update(b"encoded:")
         digest.update(item)
+    elif isinstance(item, (str, os.PathLike)) and not read_files:
+        digest.update(b"path:")
+        digest.update(os.fsencode(os.path.realpath(item)))
     elif isinstance(item, (str, os.PathLike)):
         try:
             data = Path(item).read_bytes()

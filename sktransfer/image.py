@@ -164,7 +164,9 @@ class ImageEmbedder(BaseEmbedder):
                 "precision": resolve_precision(self.precision, backbone.device)}
 
     def _content_key(self, item: Any) -> bytes | None:
-        return image_content_key(item)
+        # Only a cache needs a file's content (so that renamed files hit); within one call
+        # the same path twice is enough to embed it once, without reading every file twice.
+        return image_content_key(item, read_files=self.cache is not None)
 
     def _items(self, X: Any, *, reset: bool) -> list[Any]:
         reject_unusable_matrices(X, "images")

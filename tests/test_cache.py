@@ -92,6 +92,17 @@ def test_identical_samples_in_one_call_are_embedded_once(embedded):
     np.testing.assert_array_equal(out[0], out[4])
 
 
+def test_without_a_cache_files_are_read_once(photo_files, embedded, monkeypatch):
+    from pathlib import Path
+
+    reads = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    out = tiny(None).fit_transform([photo_files[0], photo_files[1], str(photo_files[0])])
+    assert reads == [] and embedded == [2]  # same path twice: embedded once, nothing re-read
+    np.testing.assert_array_equal(out[0], out[2])
+
+
 def test_renamed_file_hits_and_changed_content_misses(tmp_path, embedded, photo_files):
     cache = tmp_path / "cache"
     first = tiny(cache).fit_transform([photo_files[0]])

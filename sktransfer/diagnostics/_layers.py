@@ -84,12 +84,9 @@ def layer_sweep(X: Any, y: Any, embedder: Any, layers: list[int | None] | None =
     if not isinstance(embedder, ImageEmbedder):
         raise TypeError("layer_sweep takes an ImageEmbedder")
     head, scoring = supervised_defaults(y, head, scoring)
-    sweep = clone(embedder).set_params(layer=[0]).fit(X[:1] if hasattr(X, "shape") else [X[0]])
-    backbone = sweep._get_backbone()
-    if layers is None:
-        layers = [*range(backbone.n_layers), None]
-    layers = list(layers)
-    sweep.set_params(layer=layers)
+    backbone = embedder._get_backbone()
+    layers = [*range(backbone.n_layers), None] if layers is None else list(layers)
+    sweep = clone(embedder).set_params(layer=layers)
     features = sweep.fit_transform(X)
     widths = backbone.output_dims(tuple(layers), sweep._pool)
     splits = fixed_splits(X, y, cv, groups)
