@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval
 
-from sktransfer._images import image_items, load_image
+from sktransfer._images import RowProblem, image_items, load_image
 from sktransfer.exceptions import InputError
 
 
@@ -29,8 +29,8 @@ class _ImageFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         for row, item in enumerate(items):
             try:
                 out[row] = self._features(load_image(item))
-            except Exception as error:  # a RowProblem or a decoding error: name the row
-                raise InputError(row, str(error)) from error
+            except RowProblem as problem:
+                raise InputError(row, str(problem)) from None
         return out
 
 
