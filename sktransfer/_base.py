@@ -54,6 +54,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
         "precision": [StrOptions({"auto", "float32", "bfloat16", "float16"})],
+        "n_threads": [None, Interval(Integral, 1, None, closed="left")],
         "on_error": [StrOptions({"raise", "zeros", "nan"})],
         "progress": ["boolean"],
         "cache": [None, str, os.PathLike, FeatureCache],

@@ -107,8 +107,14 @@ def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
     return digest.digest()[:16]
 
 
-def load_image(item: Any) -> Any:
-    """Decode one item (path, bytes, PIL image or array) into an RGB PIL image."""
+def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:
+    """Decode one item (path, bytes, PIL image or array) into an RGB PIL image.
+
+    ``draft``: the smallest (width, height) the caller needs. JPEG files are then decoded
+    directly at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's ``draft``) as long as
+    both sides stay at least that large: several times faster, and the full-size image is
+    never held in memory.
+    """
     from PIL import Image
 
     if isinstance(item, Image.Image):
@@ -118,9 +124,9 @@ def load_image(item: Any) -> Any:
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise RowProblem("empty bytes (0 bytes), not an image")
-        return _decode(io.BytesIO(bytes(item)), "bytes")
+        return _decode(io.BytesIO(bytes(item)), "bytes", draft)
     if isinstance(item, (str, os.PathLike)):
-        return _decode_path(item)
+        return _decode_path(item, draft)
     if item is None or (isinstance(item, float) and math.isnan(item)):
         raise RowProblem("missing image (None/NaN)")
     raise RowProblem(
@@ -129,7 +135,7 @@ def load_image(item: Any) -> Any:
     )
 
 
-def _decode_path(item: str | os.PathLike) -> Any:
+def _decode_path(item: str | os.PathLike, draft: tuple[int, int] | None = None) -> Any:
     text = os.fspath(item)
     if isinstance(text, str) and text.startswith(("http://", "https://")):
         raise RowProblem(f"{text!r} is a URL; sktransfer reads local files only, download it first")
@@ -146,16 +152,20 @@ def _decode_path(item: str | os.PathLike) -> Any:
         raise RowProblem(f"{text} is empty (0 bytes)")
     try:
         with open(path, "rb") as handle:
-            return _decode(handle, text)
+            return _decode(handle, text, draft)
     except PermissionError:
         raise RowProblem(f"permission denied: {text}") from None
 
 
-def _decode(source: Any, name: str) -> Any:
+def _decode(source: Any, name: str, draft: tuple[int, int] | None = None) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
+            if draft is not None and image.format == "JPEG":
+                # EXIF rotation may swap the sides: both must stay large enough either way.
+                side = max(draft)
+                image.draft(image.mode, (side, side))
             image.load()
             return _to_rgb(image)
     except Image.DecompressionBombError as error:
@@ -257,11 +267,15 @@ class Preprocessor:
         self.mean = np.asarray(data_config["mean"], dtype=np.float32).reshape(1, 1, 3)
         self.std = np.asarray(data_config["std"], dtype=np.float32).reshape(1, 1, 3)
         self._fallback = None
+        # The smallest decoded size that loses nothing: the resize target (both sides, since
+        # the shorter one becomes scale[0]).
+        self.draft_size: tuple[int, int] | None = (max(self.scale), max(self.scale))
         if not (self.crop_mode == "squash"
                 or (self.crop_mode == "center" and self.scale[0] == self.scale[1])):
             from timm.data import create_transform
 
             self._fallback = create_transform(**data_config)
+            self.draft_size = None
 
     def __call__(self, image: Any) -> np.ndarray:
         """An RGB PIL image as a normalised float32 (3, H, W) array."""

@@ -120,3 +120,59 @@ def load_rotten_tomatoes(n_samples: int | None = None, random_state: int = 0) ->
         target=(frame["category"] == "fresh").to_numpy().astype(int),
         movie=frame["movie_name"].to_numpy(dtype=object),
     )
+
+
+def write_photos(folder: Any, n: int, size: tuple[int, int] = (640, 480),
+                 random_state: int = 0) -> list[str]:
+    """Write ``n`` distinct real photos as JPEG files of ``size`` and return their paths.
+
+    The sources are the photos inside scikit-learn's and scikit-image's wheels (china, flower,
+    astronaut, coffee, chelsea, rocket); nothing is downloaded. Each file is a different seeded
+    4:3 crop of one of them (random position, 70-100 % of the largest window, mirrored half the
+    time), resized with Lanczos and saved at JPEG quality 90, so no two files hold the same
+    content. Used by the throughput benchmark and the fidelity tests; handy for trying an
+    embedder on files.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Created if missing.
+    n : int
+        Number of files.
+    size : (width, height), default=(640, 480)
+    random_state : int, default=0
+
+    Returns
+    -------
+    paths : list of str
+    """
+    from pathlib import Path
+
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    skimage_data = _require("skimage.data", "scikit-image")
+    sources = [np.asarray(photo)[..., :3] for photo in (
+        *load_sample_images().images, skimage_data.astronaut(), skimage_data.coffee(),
+        skimage_data.chelsea(), skimage_data.rocket())]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(random_state)
+    width, height = size
+    paths = []
+    for i in range(n):
+        photo = sources[i % len(sources)]
+        rows, cols = photo.shape[:2]
+        crop_w = min(cols, rows * width // height)
+        scale = rng.uniform(0.7, 1.0)
+        crop_w = max(8, int(crop_w * scale))
+        crop_h = max(6, crop_w * height // width)
+        top = int(rng.integers(0, rows - crop_h + 1))
+        left = int(rng.integers(0, cols - crop_w + 1))
+        image = Image.fromarray(photo[top:top + crop_h, left:left + crop_w])
+        if rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = folder / f"photo_{width}x{height}_{i:04d}.jpg"
+        image.resize((width, height), Image.Resampling.LANCZOS).save(path, quality=90)
+        paths.append(str(path))
+    return paths

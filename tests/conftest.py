@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots render to files, never to a screen
+# Exported ONNX graphs go to a fresh folder, never into the user's ~/.cache.
+os.environ["SKTRANSFER_HOME"] = tempfile.mkdtemp(prefix="sktransfer-tests-")
 
 # Tiny timm architectures for mechanics (random weights, no download).
 TINY_CNN = "test_efficientnet"

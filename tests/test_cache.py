@@ -122,6 +122,8 @@ VARIANTS = {
     "layer": dict(layer=2),
     "pooling": dict(pooling="max"),
     "precision": dict(precision="bfloat16"),
+    "backend": dict(backend="torch", precision="float32"),
+    "decode": dict(decode="full"),
 }
 
 

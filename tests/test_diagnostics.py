@@ -164,7 +164,9 @@ def test_layer_sweep_runs_the_backbone_once_per_batch(monkeypatch):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
     y = np.arange(24) % 2
-    embedder = ImageEmbedder(TINY_CNN, weights="random", batch_size=8)
+    # Eager torch, where the passes can be counted (ONNX Runtime runs the same graph once per
+    # batch too, out of reach of a Python spy).
+    embedder = ImageEmbedder(TINY_CNN, weights="random", batch_size=8, backend="torch")
     backbone = embedder.fit(X[:1])._get_backbone()
     backbone.output_dims((0, 1, 2, 3, 4, None), "avg")  # widths are probed once, beforehand
     calls = []

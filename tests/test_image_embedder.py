@@ -68,7 +68,7 @@ def test_pretrained_features_differ_from_random_ones(photos):
 def test_every_input_type_gives_the_same_vector(photos, photo_files):
     import polars as pl
 
-    embedder = tiny().fit(photo_files[:1])
+    embedder = tiny(decode="full").fit(photo_files[:1])  # reduced JPEG decoding: test_speed.py
     path = photo_files[0]
     decoded = np.asarray(Image.open(path).convert("RGB"))
     reference = embedder.transform([decoded])

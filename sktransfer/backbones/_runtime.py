@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
+import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -57,16 +60,92 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``"auto"`` is float32 on CPU and bfloat16 on CUDA devices that support it natively."""
+    """The precision ``precision`` means on ``device``.
+
+    ``"auto"`` is bfloat16 on CUDA devices that support it and on CPUs with native bfloat16
+    instructions (:func:`native_bfloat16`), float32 everywhere else.
+    """
     import torch
 
     if precision != "auto":
         if precision == "float16" and not device.startswith("cuda"):
             raise ValueError("precision='float16' needs a CUDA device; use 'bfloat16' on CPU")
         return precision
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float32"
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86: /proc/cpuinfo flags
+_ARM_BF16_FEATURES = ("bf16",)  # aarch64: /proc/cpuinfo Features
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX on x86, BF16 on Arm).
+
+    Without it, bfloat16 is emulated and slower than float32, so ``precision="auto"`` stays
+    float32. ``SKTRANSFER_NATIVE_BF16=0`` or ``=1`` overrides the detection.
+    """
+    forced = os.environ.get("SKTRANSFER_NATIVE_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpu_flags_say_bf16()
+
+
+@functools.cache
+def _cpu_flags_say_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            words = set()
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    words.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:  # not Linux: no reliable way to tell; float32 is the safe choice
+        return False
+    wanted = _ARM_BF16_FEATURES if platform.machine().lower() in ("aarch64", "arm64") \
+        else _BF16_FLAGS
+    return any(flag in words for flag in wanted)
+
+
+def resolve_threads(n_threads: int | None) -> int:
+    """The number of threads a forward pass uses: ``n_threads``, or torch's current setting.
+
+    torch's setting honours ``OMP_NUM_THREADS``, which joblib sets in its worker processes to
+    ``cores // n_jobs``, so ``n_jobs`` never oversubscribes the cores.
+    """
+    import torch
+
+    return int(n_threads) if n_threads else torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[None]:
+    """Run torch with ``n_threads`` threads inside the block; the caller's setting comes back."""
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = resolve_threads(n_threads)
+    if wanted == before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cache_home() -> str:
+    """Where sktransfer keeps files it derives from models (exported ONNX graphs).
+
+    ``SKTRANSFER_HOME``, else ``$XDG_CACHE_HOME/sktransfer``, else ``~/.cache/sktransfer``.
+    """
+    home = os.environ.get("SKTRANSFER_HOME")
+    if home:
+        return os.path.expanduser(home)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sktransfer")
 
 
 @contextlib.contextmanager

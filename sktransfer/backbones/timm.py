@@ -52,6 +52,8 @@ class TimmBackbone:
     device: str
     _dims: dict[tuple[Any, str], int] = field(default_factory=dict, repr=False)
     _dims_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _gmacs: float | None = field(default=None, repr=False)
+    engines: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_layers(self) -> int:
@@ -116,36 +118,56 @@ class TimmBackbone:
             return [self._dims[(layer, pooling)] for layer in layers]
 
     def forward(self, batch: Any, layers: Layers, pooling: str, precision: str) -> np.ndarray:
-        """Embed a preprocessed float32 batch (N, 3, H, W) in one pass through the network.
+        """Embed a preprocessed float32 batch (N, 3, H, W) in one eager pass through the network.
 
         ``layers`` lists layer indices and/or None (the pooled output); their pooled features
         are concatenated in that order. Returns float32 (N, D).
         """
-        model = self.model
+        import torch
+
         x = batch.to(self.device)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with inference(self.device, precision):
+            out = self.features(x, tuple(layers), pooling)
+        return out.float().cpu().numpy()
+
+    def features(self, x: Any, layers: Layers, pooling: str) -> Any:
+        """The pooled, concatenated features of ``layers`` as a torch tensor (traceable)."""
+        import torch
+
+        model = self.model
         inner = sorted({self.normalize_layer(layer) for layer in layers if layer is not None})
         pooled: dict[int | None, Any] = {}
-        with inference(self.device, precision):
-            final = None
-            if inner:
-                result = model.forward_intermediates(
-                    x, indices=inner, intermediates_only=None not in layers,
-                    **({"return_prefix_tokens": True} if pooling == "cls" else {}),
-                )
-                final, intermediates = (None, result) if None not in layers else result
-                for index, out in zip(inner, intermediates, strict=True):
-                    pooled[index] = out[1][:, 0] if pooling == "cls" else _pool_spatial(out,
-                                                                                       pooling)
-            if None in layers:
-                features = model.forward_features(x) if final is None else final
-                if pooling == self.native_pooling:
-                    pooled[None] = model.forward_head(features, pre_logits=True)
-                else:
-                    pooled[None] = self._pool_final(features, pooling)
-            import torch
+        final = None
+        if inner:
+            result = model.forward_intermediates(
+                x, indices=inner, intermediates_only=None not in layers,
+                **({"return_prefix_tokens": True} if pooling == "cls" else {}),
+            )
+            final, intermediates = (None, result) if None not in layers else result
+            for index, out in zip(inner, intermediates, strict=True):
+                pooled[index] = out[1][:, 0] if pooling == "cls" else _pool_spatial(out, pooling)
+        if None in layers:
+            features = model.forward_features(x) if final is None else final
+            if pooling == self.native_pooling:
+                pooled[None] = model.forward_head(features, pre_logits=True)
+            else:
+                pooled[None] = self._pool_final(features, pooling)
+        return torch.cat([pooled[self.normalize_layer(layer)] for layer in layers], dim=1)
 
-            out = torch.cat([pooled[self.normalize_layer(layer)] for layer in layers], dim=1)
-        return out.float().cpu().numpy()
+    @property
+    def gmacs(self) -> float:
+        """Multiply-accumulates of one image at the model's input size, in billions."""
+        if self._gmacs is None:
+            import torch
+            from torch.utils.flop_counter import FlopCounterMode
+
+            probe = torch.zeros((1, *tuple(self.data_config["input_size"])), device=self.device)
+            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                self.model.forward_features(probe)
+            self._gmacs = counter.get_total_flops() / 2e9
+        return self._gmacs
 
     def _pool_final(self, features: Any, pooling: str) -> Any:
         if features.ndim == 3:  # tokens (N, T, C)
@@ -173,6 +195,7 @@ def get_timm_backbone(model: str, weights: str, device: str) -> TimmBackbone:
 
 def _load(model: str, weights: str, device: str) -> TimmBackbone:
     import timm
+    import torch
 
     spec = get_backbone_spec(model)
     if spec is not None and spec.family != "timm":
@@ -209,7 +232,8 @@ def _load(model: str, weights: str, device: str) -> TimmBackbone:
         _load_state_dict(net, read_checkpoint(path), source=str(path))
     net.reset_classifier(0)
     net.eval()
-    net.to(device)
+    # channels_last: oneDNN's fast convolution layout on CPU (1.3-1.6x for convnets here).
+    net.to(device=device, memory_format=torch.channels_last)
     return TimmBackbone(
         name=model,
         model=net,

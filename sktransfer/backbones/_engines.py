@@ -1,0 +1,266 @@
+"""How a timm backbone runs: eager torch, ``torch.compile``, or ONNX Runtime, and which is best.
+
+Measured on 2-core CPUs (docs/performance.md): small depthwise networks (EfficientNet,
+MobileNet) are memory-bound, and ONNX Runtime float32 runs them 2.5-5x faster than eager
+float32, well ahead of bfloat16; larger networks (ResNet-50, ConvNeXt, ViT) gain most from
+bfloat16 + channels_last where the CPU has native bfloat16, and from ONNX Runtime where it has
+not. ``backend="auto"`` follows that rule (:func:`resolve_execution`).
+
+ONNX graphs are exported once per (weights, layers, pooling, input size, torch version) and kept
+under :func:`sktransfer.backbones._runtime.cache_home` (written atomically); each new session is
+checked against the eager float32 model before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sktransfer.backbones._runtime import (
+    cache_home,
+    inference,
+    resolve_precision,
+    resolve_threads,
+    torch_threads,
+)
+
+logger = logging.getLogger("sktransfer")
+
+BACKENDS = ("auto", "torch", "onnxruntime", "compile")
+# Below this many multiply-accumulates per image a network is memory-bound on CPU: float32
+# ONNX Runtime beats bfloat16 eager (Lite0 0.4, MobileNetV3 0.2; ResNet-50 4.1, ConvNeXt-T 4.5).
+SMALL_MODEL_GMACS = 1.5
+ONNX_OPSET = 17
+_ONNX_MIN_COSINE = 0.9999  # a session must agree with eager float32 this well to be used
+_LOCK = threading.Lock()
+
+
+def onnxruntime_available() -> bool:
+    """Whether ONNX Runtime and the ``onnx`` package (needed to export) are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How to run a backbone: the backend, the precision and the thread count."""
+
+    backend: str
+    precision: str
+    threads: int
+
+
+def resolve_execution(backbone: Any, backend: str, precision: str, n_threads: int | None,
+                      layers: tuple[int | None, ...], pooling: str) -> Execution:
+    """What ``backend``/``precision``/``n_threads`` mean for this backbone on this machine.
+
+    ``backend="auto"`` on CPU: ONNX Runtime float32 when it is installed, the precision allows
+    float32, and either the network is small (< ``SMALL_MODEL_GMACS`` GMACs per image) or the
+    CPU lacks native bfloat16; otherwise eager torch (bfloat16 + channels_last where native).
+    If the model cannot be exported to ONNX, ``"auto"`` falls back to eager torch.
+    """
+    threads = resolve_threads(n_threads)
+    resolved = resolve_precision(precision, backbone.device)
+    on_cpu = backbone.device == "cpu"
+    if backend == "onnxruntime":
+        if not on_cpu:
+            raise ValueError("backend='onnxruntime' runs on the CPU; use device='cpu' or "
+                             "backend='torch'")
+        if precision not in ("auto", "float32"):
+            raise ValueError(f"backend='onnxruntime' runs float32; precision={precision!r} "
+                             "needs backend='torch'")
+        if not onnxruntime_available():
+            raise ImportError("backend='onnxruntime' needs onnxruntime and onnx: "
+                              "pip install onnxruntime onnx")
+        return Execution("onnxruntime", "float32", threads)
+    if backend in ("torch", "compile"):
+        return Execution(backend, resolved, threads)
+    if backend != "auto":
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    wants_onnx = (
+        on_cpu
+        and precision in ("auto", "float32")
+        and onnxruntime_available()
+        and (resolved == "float32" or backbone.gmacs < SMALL_MODEL_GMACS)
+    )
+    if wants_onnx:
+        try:
+            onnx_engine(backbone, layers, pooling, threads)
+        except Exception as error:  # any export failure means "use torch"
+            logger.warning("'%s' could not run on ONNX Runtime (%s: %s); using torch",
+                           backbone.name, type(error).__name__, error)
+        else:
+            return Execution("onnxruntime", "float32", threads)
+    return Execution("torch", resolved, threads)
+
+
+def run(backbone: Any, batch: np.ndarray, layers: tuple[int | None, ...], pooling: str,
+        execution: Execution, batch_size: int) -> np.ndarray:
+    """Embed a preprocessed float32 batch (N, 3, H, W) as ``execution`` says: float32 (N, D)."""
+    if execution.backend == "onnxruntime":
+        return onnx_engine(backbone, layers, pooling, execution.threads)(batch)
+    import torch
+
+    with torch_threads(execution.threads):
+        if execution.backend == "compile":
+            engine = compiled_engine(backbone, layers, pooling, execution.precision, batch_size)
+            return engine(batch)
+        return backbone.forward(torch.from_numpy(batch), layers, pooling, execution.precision)
+
+
+class _Features:
+    """A torch module computing a backbone's pooled features (what is exported or compiled)."""
+
+    def __new__(cls, backbone: Any, layers: tuple[int | None, ...], pooling: str) -> Any:
+        import torch
+
+        class Features(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = backbone.model
+
+            def forward(self, x: Any) -> Any:
+                return backbone.features(x, layers, pooling)
+
+        return Features().eval()
+
+
+def _engine(backbone: Any, key: tuple, build: Any) -> Any:
+    engine = backbone.engines.get(key)
+    if engine is None:
+        with _LOCK:
+            engine = backbone.engines.get(key)
+            if engine is None:
+                engine = backbone.engines[key] = build()
+    if isinstance(engine, Exception):
+        raise engine
+    return engine
+
+
+def onnx_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
+                threads: int) -> Any:
+    """A callable running the backbone on ONNX Runtime with ``threads`` threads."""
+    layers = tuple(backbone.normalize_layer(layer) for layer in layers)
+
+    def build() -> Any:
+        try:
+            return _OnnxEngine(backbone, layers, pooling, threads)
+        except Exception as error:  # remembered: export is tried once
+            return error
+
+    return _engine(backbone, ("onnxruntime", layers, pooling, threads), build)
+
+
+class _OnnxEngine:
+    def __init__(self, backbone: Any, layers: tuple[int | None, ...], pooling: str,
+                 threads: int):
+        import onnxruntime
+
+        path = onnx_file(backbone, layers, pooling)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(path, options,
+                                                    providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        _check_agrees(backbone, layers, pooling, self)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run(None, {self.input: batch})[0].astype(np.float32, copy=False)
+
+
+def _check_agrees(backbone: Any, layers: tuple[int | None, ...], pooling: str,
+                  engine: Any) -> None:
+    """Refuse an engine whose output drifts from eager float32 on a seeded probe batch."""
+    import torch
+
+    size = tuple(backbone.data_config["input_size"])
+    probe = np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32)
+    reference = backbone.forward(torch.from_numpy(probe), layers, pooling, "float32")
+    got = engine(probe)
+    cosine = np.sum(reference * got, axis=1) / np.maximum(
+        np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+    if got.shape != reference.shape or not np.all(cosine >= _ONNX_MIN_COSINE):
+        raise RuntimeError(f"the exported graph disagrees with the eager model (cosine "
+                           f"{float(np.min(cosine)) if got.shape == reference.shape else 'n/a'})")
+
+
+def onnx_file(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> str:
+    """The path of the backbone's ONNX graph, exported now unless an earlier run did."""
+    import torch
+
+    identity = {"model": backbone.name, "weights": backbone.digest, "layers": list(layers),
+                "pooling": pooling, "input_size": list(backbone.data_config["input_size"]),
+                "torch": torch.__version__, "opset": ONNX_OPSET}
+    name = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+    folder = os.path.join(cache_home(), "onnx")
+    path = os.path.join(folder, f"{name}.onnx")
+    if os.path.isfile(path):
+        return path
+    os.makedirs(folder, exist_ok=True)
+    buffer = io.BytesIO()
+    module = _Features(backbone, layers, pooling)
+    probe = torch.zeros((1, *backbone.data_config["input_size"]))
+    logger.info("exporting %s (layers %s, %s pooling) to ONNX", backbone.name, layers, pooling)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (probe,), buffer, input_names=["pixels"],
+                          output_names=["features"], opset_version=ONNX_OPSET,
+                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                          dynamo=False)
+    # Atomic: a reader sees the whole graph or none; concurrent exporters write the same bytes.
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".onnx.tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(buffer.getvalue())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def compiled_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
+                    precision: str, batch_size: int) -> Any:
+    """A callable running ``torch.compile`` of the backbone on batches padded to one shape."""
+    layers = tuple(backbone.normalize_layer(layer) for layer in layers)
+    return _engine(backbone, ("compile", layers, pooling, precision, batch_size),
+                   lambda: _CompiledEngine(backbone, layers, pooling, precision, batch_size))
+
+
+class _CompiledEngine:
+    def __init__(self, backbone: Any, layers: tuple[int | None, ...], pooling: str,
+                 precision: str, batch_size: int):
+        import torch
+
+        self.backbone, self.precision, self.batch_size = backbone, precision, batch_size
+        # One static shape: the last, shorter batch is padded, so nothing recompiles.
+        self.module = torch.compile(_Features(backbone, layers, pooling), dynamic=False)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        n = batch.shape[0]
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        padding = -n % self.batch_size
+        if padding:
+            x = torch.cat([x, x.new_zeros((padding, *x.shape[1:]))])
+        x = x.to(self.backbone.device).contiguous(memory_format=torch.channels_last)
+        out = []
+        for start in range(0, x.shape[0], self.batch_size):
+            with inference(self.backbone.device, self.precision):
+                out.append(self.module(x[start:start + self.batch_size]).float().cpu())
+        return torch.cat(out)[:n].numpy()
