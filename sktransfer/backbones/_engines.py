@@ -104,18 +104,21 @@ def resolve_execution(backbone: Any, backend: str, precision: str, n_threads: in
     return Execution("torch", resolved, threads)
 
 
-def run(backbone: Any, batch: np.ndarray, layers: tuple[int | None, ...], pooling: str,
+def run(backbone: Any, batch: Any, layers: tuple[int | None, ...], pooling: str,
         execution: Execution, batch_size: int) -> np.ndarray:
-    """Embed a preprocessed float32 batch (N, 3, H, W) as ``execution`` says: float32 (N, D)."""
+    """Embed a normalised float32 batch (N, 3, H, W), a torch tensor or numpy array, as
+    ``execution`` says. Returns float32 (N, D)."""
     if execution.backend == "onnxruntime":
-        return onnx_engine(backbone, layers, pooling, execution.threads)(batch)
+        array = batch.contiguous().numpy() if hasattr(batch, "contiguous") else batch
+        return onnx_engine(backbone, layers, pooling, execution.threads)(array)
     import torch
 
+    tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
     with torch_threads(execution.threads):
         if execution.backend == "compile":
             engine = compiled_engine(backbone, layers, pooling, execution.precision, batch_size)
-            return engine(batch)
-        return backbone.forward(torch.from_numpy(batch), layers, pooling, execution.precision)
+            return engine(tensor)
+        return backbone.forward(tensor, layers, pooling, execution.precision)
 
 
 class _Features:
@@ -171,6 +174,8 @@ class _OnnxEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle ORT threads sleep instead of spinning: the decode threads need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(path, options,
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
@@ -250,11 +255,10 @@ class _CompiledEngine:
         # One static shape: the last, shorter batch is padded, so nothing recompiles.
         self.module = torch.compile(_Features(backbone, layers, pooling), dynamic=False)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Any) -> np.ndarray:
         import torch
 
-        n = batch.shape[0]
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        n = x.shape[0]
         padding = -n % self.batch_size
         if padding:
             x = torch.cat([x, x.new_zeros((padding, *x.shape[1:]))])
