@@ -132,11 +132,15 @@ def test_auto_falls_back_to_torch_when_export_fails(tmp_path, monkeypatch, caplo
     X = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     embedder = ImageEmbedder(TINY_CNN, weights="random", pooling="max", layer=0,
                              precision="float32").fit(X)
-    monkeypatch.setattr(embedder._get_backbone(), "engines", {})  # the failure is forgotten
+    # A fresh engine table, restored after the test: the remembered failure stays here.
+    monkeypatch.setattr(embedder._get_backbone(), "engines", {})
     with caplog.at_level(logging.WARNING, logger="sktransfer"):
         out = embedder.transform(X)
-    assert embedder._execution(embedder._get_backbone()).backend == "torch"
-    assert "could not run on ONNX Runtime" in caplog.text and "unsupported operator" in caplog.text
+        assert embedder._execution(embedder._get_backbone()).backend == "torch"
+        assert "cannot run on ONNX Runtime" in caplog.text
+        assert "unsupported operator" in caplog.text
+        embedder.transform(X)  # the failure is remembered: no second export, no second warning
+    assert caplog.text.count("uses eager torch instead") == 1
     reference = ImageEmbedder(TINY_CNN, weights="random", pooling="max", layer=0,
                               backend="torch", precision="float32").fit_transform(X)
     np.testing.assert_array_equal(out, reference)

@@ -67,7 +67,8 @@ def resolve_execution(backbone: Any, backend: str, precision: str, n_threads: in
     ``backend="auto"`` on CPU: ONNX Runtime float32 when it is installed, the precision allows
     float32, and either the network is small (< ``SMALL_MODEL_GMACS`` GMACs per image) or the
     CPU lacks native bfloat16; otherwise eager torch (bfloat16 + channels_last where native).
-    If the model cannot be exported to ONNX, ``"auto"`` falls back to eager torch.
+    If the model cannot be exported to ONNX, ``"auto"`` falls back to eager torch (with one
+    warning in the ``sktransfer`` log).
     """
     threads = resolve_threads(n_threads)
     resolved = resolve_precision(precision, backbone.device)
@@ -96,9 +97,8 @@ def resolve_execution(backbone: Any, backend: str, precision: str, n_threads: in
     if wants_onnx:
         try:
             onnx_engine(backbone, layers, pooling, threads)
-        except Exception as error:  # any export failure means "use torch"
-            logger.warning("'%s' could not run on ONNX Runtime (%s: %s); using torch",
-                           backbone.name, type(error).__name__, error)
+        except RuntimeError:  # logged once, when the export failed: use torch
+            pass
         else:
             return Execution("onnxruntime", "float32", threads)
     return Execution("torch", resolved, threads)
@@ -121,21 +121,19 @@ def run(backbone: Any, batch: Any, layers: tuple[int | None, ...], pooling: str,
         return backbone.forward(tensor, layers, pooling, execution.precision)
 
 
-class _Features:
+def _features_module(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> Any:
     """A torch module computing a backbone's pooled features (what is exported or compiled)."""
+    import torch
 
-    def __new__(cls, backbone: Any, layers: tuple[int | None, ...], pooling: str) -> Any:
-        import torch
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = backbone.model  # registered, so export and compile see the weights
 
-        class Features(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = backbone.model
+        def forward(self, x: Any) -> Any:
+            return backbone.features(x, layers, pooling)
 
-            def forward(self, x: Any) -> Any:
-                return backbone.features(x, layers, pooling)
-
-        return Features().eval()
+    return Features().eval()
 
 
 def _engine(backbone: Any, key: tuple, build: Any) -> Any:
@@ -159,7 +157,12 @@ def onnx_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
         try:
             return _OnnxEngine(backbone, layers, pooling, threads)
         except Exception as error:  # remembered: export is tried once
-            return error
+            failure = RuntimeError(f"'{backbone.name}' (layers {list(layers)}, {pooling} "
+                                   f"pooling) cannot run on ONNX Runtime: "
+                                   f"{type(error).__name__}: {error}")
+            failure.__cause__ = error
+            logger.warning("%s; backend='auto' uses eager torch instead", failure)
+            return failure
 
     return _engine(backbone, ("onnxruntime", layers, pooling, threads), build)
 
@@ -216,7 +219,7 @@ def onnx_file(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> st
         return path
     os.makedirs(folder, exist_ok=True)
     buffer = io.BytesIO()
-    module = _Features(backbone, layers, pooling)
+    module = _features_module(backbone, layers, pooling)
     probe = torch.zeros((1, *backbone.data_config["input_size"]))
     logger.info("exporting %s (layers %s, %s pooling) to ONNX", backbone.name, layers, pooling)
     with warnings.catch_warnings(), torch.no_grad():
@@ -253,7 +256,7 @@ class _CompiledEngine:
 
         self.backbone, self.precision, self.batch_size = backbone, precision, batch_size
         # One static shape: the last, shorter batch is padded, so nothing recompiles.
-        self.module = torch.compile(_Features(backbone, layers, pooling), dynamic=False)
+        self.module = torch.compile(_features_module(backbone, layers, pooling), dynamic=False)
 
     def __call__(self, x: Any) -> np.ndarray:
         import torch
