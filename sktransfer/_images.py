@@ -340,17 +340,5 @@ class Preprocessor:
         pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
         # The same float32 operations, in the same order, as (x / 255 - mean) / std in numpy.
         pixels.div_(float(_EIGHT_BIT_MAX))
-        pixels.sub_(self._mean_tensor).div_(self._std_tensor)
-        return pixels
-
-    @property
-    def _mean_tensor(self) -> Any:
-        import torch
-
-        return torch.from_numpy(self.mean.reshape(1, 3, 1, 1).copy())
-
-    @property
-    def _std_tensor(self) -> Any:
-        import torch
-
-        return torch.from_numpy(self.std.reshape(1, 3, 1, 1).copy())
+        mean, std = (torch.from_numpy(v.reshape(1, 3, 1, 1)) for v in (self.mean, self.std))
+        return pixels.sub_(mean).div_(std)
