@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
-from sktransfer.cache import FeatureCache, as_feature_cache
+from sktransfer.cache import KEY_SCHEME, FeatureCache, as_feature_cache
 from sktransfer.exceptions import (
     EmbeddingWarning,
     InputError,
@@ -147,7 +147,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def _space(self, backbone: Any) -> tuple[str, dict[str, Any]]:
         """The cache space: a digest of everything that determines the output."""
         description = {"estimator": type(self).__name__, "features_version": FEATURES_VERSION,
-                       **self._identity(backbone)}
+                       "keys": KEY_SCHEME, **self._identity(backbone)}
         text = json.dumps(description, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:32], description
 

@@ -7,7 +7,6 @@ stays on.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sktransfer.cache import content_digest
 
 _EIGHT_BIT_MAX = 255
 _SIXTEEN_TO_EIGHT = 257.0  # 65535 / 255
@@ -78,33 +79,25 @@ def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
     """
     from PIL import Image
 
-    digest = hashlib.sha256()
     if isinstance(item, (bytes, bytearray, memoryview)):
-        digest.update(b"encoded:")
-        digest.update(item)
-    elif isinstance(item, (str, os.PathLike)) and not read_files:
-        digest.update(b"path:")
-        digest.update(os.fsencode(os.path.realpath(item)))
-    elif isinstance(item, (str, os.PathLike)):
+        return content_digest(b"encoded:", item)
+    if isinstance(item, (str, os.PathLike)) and not read_files:
+        return content_digest(b"path:", os.fsencode(os.path.realpath(item)))
+    if isinstance(item, (str, os.PathLike)):
         try:
             data = Path(item).read_bytes()
         except (OSError, ValueError):
             return None
-        digest.update(b"encoded:")
-        digest.update(data)
-    elif isinstance(item, np.ndarray) and item.dtype != object:
-        digest.update(f"array:{item.dtype.str}:{item.shape}:".encode())
-        digest.update(np.ascontiguousarray(item).data)
-    elif isinstance(item, Image.Image):
+        return content_digest(b"encoded:", data)
+    if isinstance(item, np.ndarray) and item.dtype != object:
+        header = f"array:{item.dtype.str}:{item.shape}:".encode()
+        return content_digest(header, np.ascontiguousarray(item).data)
+    if isinstance(item, Image.Image):
         orientation = item.getexif().get(0x0112)
         header = (f"pil:{item.mode}:{item.size}:{orientation}:"
                   f"{item.info.get('transparency')!r}:").encode()
-        digest.update(header)
-        digest.update(bytes(item.getpalette() or ()))
-        digest.update(item.tobytes())
-    else:
-        return None
-    return digest.digest()[:16]
+        return content_digest(header, bytes(item.getpalette() or ()), item.tobytes())
+    return None
 
 
 def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:

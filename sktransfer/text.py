@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from sktransfer._base import BaseEmbedder, as_sequence, is_missing
-from sktransfer.cache import FeatureCache
+from sktransfer.cache import FeatureCache, content_digest
 from sktransfer.exceptions import InputError
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -135,7 +134,7 @@ class TextEmbedder(BaseEmbedder):
     def _content_key(self, item: Any) -> bytes | None:
         if not isinstance(item, str):
             return None
-        return hashlib.sha256(item.encode("utf-8", "surrogatepass")).digest()[:16]
+        return content_digest(item.encode("utf-8", "surrogatepass"))
 
     def _embed(self, items: list[Any], rows: list[int],
                backbone: Any) -> tuple[np.ndarray, list[InputError]]:

@@ -155,6 +155,30 @@ def test_preprocessing_and_feature_version_are_part_of_the_key(tmp_path, monkeyp
     assert len({space, changed, bumped}) == 3
 
 
+def test_array_keys_cover_dtype_shape_and_bytes_of_any_layout():
+    from sktransfer._images import image_content_key
+
+    grey = np.random.default_rng(0).integers(0, 256, (8, 6), dtype=np.uint8)
+    key = image_content_key(grey)
+    assert image_content_key(grey.copy()) == key
+    assert image_content_key(np.asfortranarray(grey)) == key  # layout is not content
+    assert image_content_key(grey.T.T[:, :]) == key
+    others = [grey.astype(np.float64), grey.astype(np.float32) / 255, grey.reshape(6, 8),
+              grey[:, ::-1], grey.astype(bool), np.stack([grey] * 3, axis=-1)]
+    keys = [image_content_key(other) for other in others]
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in keys)
+    assert len({key, *keys}) == 1 + len(others)
+
+
+def test_the_key_scheme_is_part_of_the_space(tmp_path, monkeypatch):
+    embedder = tiny(tmp_path).fit(images(1))
+    backbone = embedder._get_backbone()
+    space, description = embedder._space(backbone)
+    assert description["keys"] == "blake3-128"
+    monkeypatch.setattr(sktransfer._base, "KEY_SCHEME", "sha256-128")
+    assert embedder._space(backbone)[0] != space
+
+
 def test_text_identity_includes_normalize(tmp_path, embedded):
     texts = ["a fine film", "dull"]
     TextEmbedder(cache=tmp_path).fit_transform(texts)
