@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +86,7 @@ def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
     if isinstance(item, (str, os.PathLike)) and not read_files:
         return content_digest(b"path:", os.fsencode(os.path.realpath(item)))
     if isinstance(item, (str, os.PathLike)):
-        try:
-            data = Path(item).read_bytes()
-        except (OSError, ValueError):
-            return None
-        return content_digest(b"encoded:", data)
+        return _FILE_DIGESTS.get(item)
     if isinstance(item, np.ndarray) and item.dtype != object:
         header = f"array:{item.dtype.str}:{item.shape}:".encode()
         return content_digest(header, np.ascontiguousarray(item).data)
@@ -98,6 +96,56 @@ def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
                   f"{item.info.get('transparency')!r}:").encode()
         return content_digest(header, bytes(item.getpalette() or ()), item.tobytes())
     return None
+
+
+class _FileDigests:
+    """Content digests of files, remembered while the file provably has not changed.
+
+    A grid search hashes the same files twice per fit; reading them again is most of what a
+    cached transform costs. A digest is reused only while the file's device, inode, size,
+    mtime and ctime are all unchanged (ctime cannot be set back from user space, so a rewrite
+    that restores the mtime is still seen), and only for files whose last change was more than
+    ``settled_ns`` before they were read: a file changed twice within one timestamp tick would
+    otherwise keep its stamp (git's "racy" entries; 2 s covers FAT's coarse clock).
+    """
+
+    settled_ns = 2_000_000_000
+    capacity = 200_000
+
+    def __init__(self) -> None:
+        self.digests: dict[tuple[int, ...], bytes] = {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def stamp(path: Any) -> tuple[int, ...]:
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+    def get(self, path: Any) -> bytes | None:
+        """The digest of the file's bytes (as for the same bytes passed directly), or None."""
+        try:
+            before = self.stamp(path)
+            known = self.digests.get(before)
+            if known is not None:
+                return known
+            started = time.time_ns()
+            digest = content_digest(b"encoded:", Path(path).read_bytes())
+            after = self.stamp(path)
+        except (OSError, ValueError):
+            return None
+        if after == before and max(before[3], before[4]) < started - self.settled_ns:
+            with self.lock:
+                if len(self.digests) >= self.capacity:
+                    self.digests.clear()
+                self.digests[before] = digest
+        return digest
+
+    def clear(self) -> None:
+        with self.lock:
+            self.digests.clear()
+
+
+_FILE_DIGESTS = _FileDigests()
 
 
 def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:

@@ -116,6 +116,47 @@ def test_renamed_file_hits_and_changed_content_misses(tmp_path, embedded, photo_
     assert embedded == [1, 1] and not np.allclose(changed, first)
 
 
+def test_file_digests_are_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from sktransfer._images import _FileDigests
+    from sktransfer.cache import content_digest
+
+    reads = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    digests = _FileDigests()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"a" * 100)
+    first = digests.get(photo)
+    assert first == content_digest(b"encoded:", b"a" * 100)
+    assert digests.get(photo) == first and len(reads) == 2  # just written: read every time
+    time.sleep(2.1)  # now older than settled_ns
+    assert digests.get(photo) == first and len(reads) == 3
+    assert digests.get(str(photo)) == first and len(reads) == 3  # remembered
+    stat = photo.stat()
+    photo.write_bytes(b"b" * 100)  # same size, and the old mtime put back
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert photo.stat().st_mtime_ns == stat.st_mtime_ns
+    assert digests.get(photo) == content_digest(b"encoded:", b"b" * 100) and len(reads) == 4
+    assert digests.get(tmp_path / "missing.jpg") is None
+
+
+def test_cached_transform_of_settled_files_reads_no_file(tmp_path, embedded, photo_files,
+                                                          monkeypatch):
+    from pathlib import Path
+
+    from sktransfer._images import _FILE_DIGESTS
+
+    monkeypatch.setattr(_FILE_DIGESTS, "settled_ns", 0)
+    first = tiny(tmp_path).fit_transform(photo_files)
+    reads = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    np.testing.assert_array_equal(tiny(tmp_path).fit_transform(photo_files[::-1]), first[::-1])
+    assert reads == [] and embedded == [len(photo_files)]
+
+
 VARIANTS = {
     "model": dict(model="test_convnext"),
     "weights": dict(weights="pretrained", model="tf_efficientnet_lite0.packaged"),
