@@ -115,9 +115,7 @@ def test_array_dtypes(array, expected):
     assert np.asarray(load_image(array))[0, 0].tolist() == expected
 
 
-@pytest.mark.parametrize(
-    ("array", "message"),
-    [
+BAD_ARRAYS = [
         (np.full((4, 4, 3), 2.0), r"must lie in \[0, 1\]"),
         (np.full((4, 4, 3), np.nan), "NaN"),
         (np.full((4, 4), 300, dtype=np.int32), "0..255"),
@@ -125,11 +123,30 @@ def test_array_dtypes(array, expected):
         (np.zeros((4, 4, 5), dtype=np.uint8), "not an image"),
         (np.zeros((0, 4), dtype=np.uint8), "no pixels"),
         (np.zeros((4, 4), dtype=complex), "dtype complex"),
-    ],
-)
+        (np.zeros((0, 0, 3), dtype=np.uint8), "no pixels"),
+]
+
+
+@pytest.mark.parametrize(("array", "message"), BAD_ARRAYS)
 def test_bad_arrays_say_what_is_wrong(array, message):
     with pytest.raises(RowProblem, match=message):
         array_to_image(array)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_bad_arrays_reach_the_user_as_row_errors_through_the_embedder(cache, tmp_path):
+    # content keys are computed before decoding: they must not crash on any of these
+    from conftest import TINY_CNN
+
+    from sktransfer import ImageEmbedder
+    from sktransfer.exceptions import InputError
+
+    good = np.zeros((8, 8, 3), dtype=np.uint8)
+    embedder = ImageEmbedder(TINY_CNN, weights="random",
+                             cache=tmp_path if cache else None).fit([good])
+    for array, message in BAD_ARRAYS:
+        with pytest.raises(InputError, match=f"row 1: .*{message}"):
+            embedder.transform([good, array])
 
 
 def test_batch_arrays_are_split_per_image():
