@@ -20,6 +20,7 @@ Every contender is warmed up once (models loaded, ONNX graph exported, first bat
 the timings; then each repeat times every contender once, in a rotating order, and the median
 of the repeats is reported. Fidelity: the minimum cosine similarity of (a)'s vectors to (b)'s.
 
+Needs embetter: pip install -c constraints.txt -e '.[all,bench]'
 Run: python benchmarks/throughput.py [--repeats 3] [--images 128] [--texts 2000]
 Writes benchmarks/results/throughput.md and the section between the throughput markers of
 docs/performance.md.
