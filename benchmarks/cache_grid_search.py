@@ -15,7 +15,7 @@ a column of paths), with the backbone already loaded, it times:
 BLAS threads: the grid searches and the classifier alone run with OpenBLAS limited to one
 thread (``threadpoolctl.threadpool_limits(1, "blas")``). NumPy and SciPy wheels each bundle an
 OpenBLAS; with two threads each on two cores, SciPy's L-BFGS-B (LogisticRegression's solver)
-alternates between them and runs 15-20x slower than with one thread (scipy/scipy#22438,
+alternates between them and runs 9-15x slower than with one thread (scipy/scipy#22438,
 OpenMathLib/OpenBLAS#5383; botorch wraps its ``minimize`` calls the same way). The embedding
 pass does not use OpenBLAS (torch and ONNX Runtime have their own kernels; measured unchanged).
 The classifier alone and the cached search are also timed once with the default BLAS threads,
