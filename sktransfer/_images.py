@@ -140,10 +140,6 @@ class _FileDigests:
                 self.digests[before] = digest
         return digest
 
-    def clear(self) -> None:
-        with self.lock:
-            self.digests.clear()
-
 
 _FILE_DIGESTS = _FileDigests()
 

@@ -304,15 +304,15 @@ def _initialise(connection: sqlite3.Connection) -> None:
             connection.execute(statement)
 
 
-def _while_locked(work: Any, wait_s: float | None = None) -> Any:
-    """Run ``work``, again while SQLite says the database is locked, for up to ``wait_s``.
+def _while_locked(work: Any) -> Any:
+    """Run ``work``, again while SQLite says the database is locked, for up to ``_WAIT_S``.
 
     The busy timeout covers ordinary reads and writes, but not every lock change: switching a
     database that several processes open at the same moment to write-ahead-log mode fails at
     once with "database is locked" (measured: 18 of 90 processes started together on a new
     cache). Retrying with a growing pause until the others are done is enough.
     """
-    deadline = time.monotonic() + (_WAIT_S if wait_s is None else wait_s)
+    deadline = time.monotonic() + _WAIT_S
     pause = 0.005
     while True:
         try:
