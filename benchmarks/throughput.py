@@ -109,19 +109,19 @@ def embetter_images(architecture: str, state: dict) -> Callable[[list[str]], np.
 
 def ceiling(embedder: ImageEmbedder, paths: list[str]) -> Callable[[], np.ndarray]:
     """sktransfer's forward pass alone, on batches decoded and preprocessed beforehand."""
-    from sktransfer._images import Preprocessor, load_image
+    from sktransfer._decode import load_image
+    from sktransfer._images import Preprocessor
 
     backbone = embedder._get_backbone()
-    execution = embedder._execution(backbone)
+    engine = _engines.open_engine(backbone, embedder._plan(backbone), embedder._layers,
+                                  embedder._pool, BATCH)
     preprocess = Preprocessor(backbone.data_config)
     batches = [preprocess.normalize(np.stack([
         preprocess.crop(load_image(path, draft=preprocess.draft_size))
         for path in paths[start:start + BATCH]])) for start in range(0, len(paths), BATCH)]
 
     def run() -> np.ndarray:
-        return np.concatenate([
-            _engines.run(backbone, batch, embedder._layers, embedder._pool, execution, BATCH)
-            for batch in batches])
+        return np.concatenate([engine(batch) for batch in batches])
 
     return run
 
@@ -134,7 +134,8 @@ def image_rows(n_images: int, repeats: int, folder: Path) -> list[dict]:
             paths = write_photos(folder / f"{size[0]}x{size[1]}", n_images, size)
             embedder.fit(paths[:1])
             backbone = embedder._get_backbone()
-            execution = embedder._execution(backbone)
+            execution = _engines.open_engine(backbone, embedder._plan(backbone), embedder._layers,
+                                             embedder._pool, BATCH).execution
             state = {k: v.clone() for k, v in backbone.model.state_dict().items()}
             plain_model = timm.create_model(architecture, pretrained=False, num_classes=0)
             plain_model.load_state_dict(state)

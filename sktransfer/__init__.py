@@ -15,7 +15,7 @@ _LAZY = {
     "list_backbones": "sktransfer.backbones._registry",
     "list_models": "sktransfer.backbones._registry",
     "register_backbone": "sktransfer.backbones._registry",
-    "BackboneSpec": "sktransfer.backbones._registry",
+    "BackboneSpec": "sktransfer.backbones._contract",
     "InputError": "sktransfer.exceptions",
     "ModelUnavailableError": "sktransfer.exceptions",
     "WeightsMismatchError": "sktransfer.exceptions",

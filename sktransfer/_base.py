@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
-import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from numbers import Integral
 from typing import Any, ClassVar
 
@@ -23,13 +21,9 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
+from sktransfer.backbones._registry import warn_about_license
 from sktransfer.cache import KEY_SCHEME, FeatureCache, as_feature_cache
-from sktransfer.exceptions import (
-    EmbeddingWarning,
-    InputError,
-    LicenseWarning,
-    WeightsMismatchError,
-)
+from sktransfer.exceptions import EmbeddingWarning, InputError, WeightsMismatchError
 
 # Bump when a change to sktransfer changes the vectors it computes: old cache entries then
 # live in other spaces and are never returned.
@@ -42,9 +36,11 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     """Shared machinery of :class:`ImageEmbedder` and :class:`TextEmbedder`.
 
     Subclasses provide ``_items(X)`` (X as a list of samples), ``_get_backbone()``,
-    ``_n_features(backbone)``, ``_identity(backbone)`` (everything that determines the output),
+    ``_n_features(backbone)``, ``_plan(backbone)`` (how the network will run, decided without
+    building anything), ``_identity(backbone, plan)`` (everything that determines the output),
     ``_content_key(item)`` (a digest of one sample's content, or None) and
-    ``_embed(items, rows, backbone)`` (vectors plus the errors of the rows that failed).
+    ``_embed_batches(items, rows, backbone, plan)``, which yields the plan that actually runs
+    and then, batch by batch, ``(positions, vectors, errors)``.
     """
 
     _learns_nothing = True  # fit records settings only: features can be computed once
@@ -96,22 +92,28 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         check_is_fitted(self, "n_features_out_")
         items = self._items(X, reset=False)
-        return self._transform_items(items, range(len(items)))
+        return self.embed_rows(items, range(len(items)))
 
-    def _transform_items(self, items: Sequence[Any], labels: Sequence[int]) -> np.ndarray:
-        """Embed ``items``; errors and warnings call ``items[i]`` row ``labels[i]``."""
+    def embed_rows(self, items: Sequence[Any], rows: Sequence[Any]) -> np.ndarray:
+        """Embed ``items`` (a list of samples) whose errors and warnings call ``items[i]``
+        row ``rows[i]``: for callers that embed a subset of a larger input.
+
+        Returns a plain float32 array (no ``set_output`` container).
+        """
+        check_is_fitted(self, "n_features_out_")
         backbone = self._get_backbone()
         if backbone.digest != self.weights_digest_:
             raise WeightsMismatchError(
                 f"{type(self).__name__} was fitted with weights {self.weights_digest_[:12]}… but "
                 f"model {self.model!r} now loads weights {backbone.digest[:12]}…; refit it"
             )
-        return self._embed_with_cache(items, backbone, labels)
+        return self._embed_with_cache(list(items), backbone, list(rows))
 
-    def _embed_with_cache(self, items: Sequence[Any], backbone: Any,
-                          labels: Sequence[int]) -> np.ndarray:
-        """Embed each distinct sample once, reading and writing the feature cache."""
-        n, dim = len(items), self.n_features_out_
+    def _embed_with_cache(self, items: list[Any], backbone: Any, labels: list[Any]
+                          ) -> np.ndarray:
+        """Embed each distinct sample once, reading the feature cache first and storing each
+        finished batch in it as soon as it is done."""
+        n = len(items)
         keys = [self._content_key(item) for item in items]
         owner = np.arange(n)  # the row whose vector each row takes
         first_row: dict[bytes, int] = {}
@@ -119,35 +121,58 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             if key is not None:
                 owner[row] = first_row.setdefault(key, row)
         distinct = np.flatnonzero(owner == np.arange(n))
-        out = np.zeros((n, dim), dtype=np.float32)
+        out = np.zeros((n, self.n_features_out_), dtype=np.float32)
         cache = as_feature_cache(self.cache)
+        plan = self._plan(backbone)
         todo = distinct
         if cache is not None:
-            space, description = self._space(backbone)
+            space, _ = self._space(backbone, plan)
             keyed = np.array([row for row in distinct if keys[row] is not None], dtype=int)
-            vectors, found = cache.lookup(space, [keys[row] for row in keyed], dim)
+            vectors, found = cache.lookup(space, [keys[row] for row in keyed],
+                                          self.n_features_out_)
             out[keyed[found]] = vectors[found]
             todo = np.setdiff1d(distinct, keyed[found])
             logger.debug("cache: %d of %d distinct samples found", found.sum(), len(distinct))
-        problems: dict[int, str] = {}  # position in items -> what went wrong
+        failed_rows: dict[int, InputError] = {}
         if len(todo):
-            position_of = {labels[row]: row for row in todo}
-            vectors, failures = self._embed([items[row] for row in todo],
-                                            [labels[row] for row in todo], backbone)
-            out[todo] = vectors
-            problems = {position_of[error.row]: error.problem for error in failures}
-            if cache is not None:
-                new = [row for row in todo if keys[row] is not None and row not in problems]
-                cache.store(space, [keys[row] for row in new], out[new], description)
+            for errors in self._run(todo, items, keys, labels, backbone, plan, cache, out):
+                failed_rows.update(errors)
         out = out[owner]
-        failed = {row: InputError(labels[row], problems[int(owner[row])])
-                  for row in range(n) if int(owner[row]) in problems}
+        failed = {row: InputError(labels[row], failed_rows[int(owner[row])].problem)
+                  for row in range(n) if int(owner[row]) in failed_rows}
         return self._fill(out, failed)
 
-    def _space(self, backbone: Any) -> tuple[str, dict[str, Any]]:
+    def _run(self, todo: np.ndarray, items: list[Any], keys: list[bytes | None],
+             labels: list[Any], backbone: Any, plan: Any, cache: FeatureCache | None,
+             out: np.ndarray) -> Iterator[dict[int, InputError]]:
+        """Embed the rows ``todo`` into ``out``, storing each batch; yields the failed rows
+        of each batch (row -> error)."""
+        batches = self._embed_batches([items[row] for row in todo],
+                                      [labels[row] for row in todo], backbone, plan)
+        plan = next(batches)  # what actually runs: the space its vectors are stored in
+        space, description = self._space(backbone, plan) if cache is not None else (None, None)
+        bar = _progress_bar(self.progress, len(todo), type(self).__name__)
+        try:
+            for positions, vectors, errors in batches:
+                if vectors.shape[1:] != (self.n_features_out_,):
+                    raise RuntimeError(f"{self.model!r} returned {vectors.shape[1:]} features "
+                                       f"per sample where {self.n_features_out_} were expected")
+                done = todo[positions]
+                out[done] = vectors
+                if cache is not None:
+                    new = [row for row in done if keys[row] is not None]
+                    cache.store(space, [keys[row] for row in new], out[new], description)
+                if bar is not None:
+                    bar.update(len(positions) + len(errors))
+                yield {int(todo[position]): error for position, error in errors.items()}
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _space(self, backbone: Any, plan: Any) -> tuple[str, dict[str, Any]]:
         """The cache space: a digest of everything that determines the output."""
         description = {"estimator": type(self).__name__, "features_version": FEATURES_VERSION,
-                       "keys": KEY_SCHEME, **self._identity(backbone)}
+                       "keys": KEY_SCHEME, **self._identity(backbone, plan)}
         text = json.dumps(description, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:32], description
 
@@ -185,92 +210,9 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return tags
 
 
-_WARNED_LICENSES: set[tuple[str, str]] = set()
-_NON_COMMERCIAL = re.compile(r"(\bnc\b|-nc-|-nc$|non-?commercial|research[- ]only)", re.I)
+def _progress_bar(enabled: bool, total: int, description: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
 
-
-def license_restriction(license_: str | None) -> str | None:
-    """"non-commercial", "unknown" or None (no known restriction).
-
-    Examples
-    --------
-    >>> license_restriction("CC-BY-NC-SA-4.0"), license_restriction("apache-2.0")
-    ('non-commercial', None)
-    >>> license_restriction("unknown"), license_restriction("other")
-    ('unknown', 'unknown')
-    """
-    text = (license_ or "").strip().lower()
-    if text in ("", "unknown", "other", "none", "unlicensed"):
-        return "unknown"
-    if _NON_COMMERCIAL.search(text):
-        return "non-commercial"
-    return None
-
-
-def warn_about_license(model: str, license_: str | None) -> None:
-    """Warn once per process and model when its weights' licence may forbid your use."""
-    restriction = license_restriction(license_)
-    if restriction is None or (model, str(license_)) in _WARNED_LICENSES:
-        return
-    _WARNED_LICENSES.add((model, str(license_)))
-    advice = ("it may not be used commercially" if restriction == "non-commercial" else
-              "check the model card before you use it, above all commercially")
-    warnings.warn(f"the weights of model {model!r} have a {restriction} licence "
-                  f"({license_!r}): {advice}", LicenseWarning, stacklevel=3)
-
-
-def as_sequence(X: Any, what: str) -> Sequence[Any]:
-    """X as a list-like of samples: lists, 1-D arrays, pandas/polars Series or one-column frames.
-
-    Raises ValueError for empty input and for frames with several columns.
-    """
-    reject_unusable_matrices(X, what)
-    name = type(X).__module__.split(".")[0]
-    if name in ("pandas", "polars") and hasattr(X, "columns"):
-        columns = list(X.columns)
-        if len(columns) != 1:
-            raise ValueError(f"expected one column of {what}, got a frame with {len(columns)} "
-                             f"columns: {columns[:5]}; select the column first")
-        X = X[columns[0]]
-    if name == "pandas" and hasattr(X, "to_numpy"):
-        items = X.to_numpy(dtype=object)
-    elif name == "polars" and hasattr(X, "to_list"):
-        items = X.to_list()
-    elif isinstance(X, np.ndarray):
-        if X.ndim == 2 and X.shape[1] == 1:
-            X = X[:, 0]
-        elif X.ndim != 1:
-            raise ValueError(f"expected a 1-D sequence of {what}, got an array of shape {X.shape}")
-        items = X
-    elif isinstance(X, (str, bytes)) or not isinstance(X, Sequence):
-        if isinstance(X, (str, bytes)) or not hasattr(X, "__iter__"):
-            raise ValueError(
-                f"expected a sequence of {what} (list, array, Series), got a single "
-                f"{type(X).__name__}; wrap one sample in a list: [x]"
-            )
-        items = list(X)
-    else:
-        items = X
-    if len(items) == 0:
-        raise ValueError(f"found 0 samples: the input holds no {what}")
-    return items
-
-
-def reject_unusable_matrices(X: Any, what: str) -> None:
-    """Clear errors for sparse matrices and for 2-D inputs with no column at all."""
-    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"sparse input is not supported: {what} cannot be read from a sparse "
-                        "matrix; pass a list, array or Series")
-    shape = getattr(X, "shape", None)
-    if shape is not None and len(shape) == 2 and shape[1] == 0:
-        raise ValueError(f"0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
-                         f"there is no column of {what}")
-
-
-def is_missing(value: Any) -> bool:
-    """None, NaN, pandas.NA or NaT."""
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return type(value).__name__ in ("NAType", "NaTType")
+    return tqdm(total=total, desc=description, unit="sample")

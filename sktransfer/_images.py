@@ -1,287 +1,25 @@
-"""Image input: coercion of X into items, decoding, mode conversion and preprocessing.
+"""THE image pipeline: preprocessing and batching, on top of :mod:`sktransfer._decode`.
 
-Every problem with one item is raised as :class:`RowProblem`, which the embedder turns into an
-error naming the row (or fills the row, as ``on_error`` says). Pillow's decompression-bomb guard
-stays on.
+:func:`image_batches` is the one way images are read: every estimator that looks at pixels
+(:class:`~sktransfer.ImageEmbedder`, the fine-tuning classifiers, the diagnostics baselines)
+goes through it, so for the same model and image they all see the same pixels. Every problem
+with one item is raised as :class:`RowProblem` and turned into an :class:`InputError` naming
+the row in :func:`decoded_batches`, the one place that does so.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import threading
-import time
-from pathlib import Path
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sktransfer.cache import content_digest
-
-_EIGHT_BIT_MAX = 255
-_SIXTEEN_TO_EIGHT = 257.0  # 65535 / 255
-_BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
-
-
-class RowProblem(Exception):
-    """What is wrong with one item; the caller adds the row number."""
-
-
-def coerce_image_batch(X: Any) -> list[Any] | None:
-    """Split a numeric array holding several images into per-image arrays.
-
-    Returns None when ``X`` is not a numeric ndarray (then it is a sequence of items).
-    Accepted: (N, H, W) grey, (N, H, W, C) with C in 1, 3, 4, and (N, H*W) flattened square
-    grey images, the layout of scikit-learn's ``load_digits`` and OpenML's MNIST.
-    """
-    if not isinstance(X, np.ndarray) or X.dtype == object:
-        return None
-    if X.ndim == 4:
-        if X.shape[-1] not in (1, 3, 4):
-            raise ValueError(
-                f"a 4-D array must be N×H×W×C with C in (1, 3, 4); got shape {X.shape}"
-                + (". Channels-first batches: pass X.transpose(0, 2, 3, 1)"
-                   if X.shape[1] in (1, 3, 4) else "")
-            )
-        return list(X)
-    if X.ndim == 3:
-        return list(X)
-    if X.ndim == 2:
-        side = math.isqrt(X.shape[1])
-        if side * side != X.shape[1] or side == 0:
-            raise ValueError(
-                f"a 2-D numeric array is read as flattened square grey images, one per row, but "
-                f"{X.shape[1]} values per row is not a square number. Pass a list of images, an "
-                "N×H×W or N×H×W×C array, or reshape your rows first."
-            )
-        return list(X.reshape(X.shape[0], side, side))
-    raise ValueError(f"cannot read images from a {X.ndim}-D numeric array of shape {X.shape}")
-
-
-def image_items(X: Any) -> list[Any]:
-    """X as a list of image items: arrays of several images are split, containers unpacked."""
-    from sktransfer._base import as_sequence, reject_unusable_matrices
-
-    reject_unusable_matrices(X, "images")
-    batch = coerce_image_batch(X)
-    items = batch if batch is not None else as_sequence(X, "images")
-    if len(items) == 0:
-        raise ValueError("found 0 samples: the input holds no images")
-    return list(items)
-
-
-def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
-    """A digest of what an image item holds, or None when it cannot be read.
-
-    A file and its bytes share a key, so renamed or moved files still hit a cache. PIL images
-    are keyed by pixels plus what changes their meaning (mode, palette, transparency, EXIF
-    orientation); arrays by dtype, shape and bytes. With ``read_files=False`` a file is keyed
-    by its resolved path instead, which spares reading it twice when no cache needs content.
-    """
-    from PIL import Image
-
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return content_digest(b"encoded:", item)
-    if isinstance(item, (str, os.PathLike)) and not read_files:
-        return content_digest(b"path:", os.fsencode(os.path.realpath(item)))
-    if isinstance(item, (str, os.PathLike)):
-        return _FILE_DIGESTS.get(item)
-    if isinstance(item, np.ndarray) and item.dtype != object:
-        header = f"array:{item.dtype.str}:{item.shape}:".encode()
-        return content_digest(header, np.ascontiguousarray(item).data)
-    if isinstance(item, Image.Image):
-        orientation = item.getexif().get(0x0112)
-        header = (f"pil:{item.mode}:{item.size}:{orientation}:"
-                  f"{item.info.get('transparency')!r}:").encode()
-        return content_digest(header, bytes(item.getpalette() or ()), item.tobytes())
-    return None
-
-
-class _FileDigests:
-    """Content digests of files, remembered while the file provably has not changed.
-
-    A grid search hashes the same files twice per fit; reading them again is most of what a
-    cached transform costs. A digest is reused only while the file's device, inode, size,
-    mtime and ctime are all unchanged (ctime cannot be set back from user space, so a rewrite
-    that restores the mtime is still seen), and only for files whose last change was more than
-    ``settled_ns`` before they were read: a file changed twice within one timestamp tick would
-    otherwise keep its stamp (git's "racy" entries; 2 s covers FAT's coarse clock).
-    """
-
-    settled_ns = 2_000_000_000
-    capacity = 200_000
-
-    def __init__(self) -> None:
-        self.digests: dict[tuple[int, ...], bytes] = {}
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def stamp(path: Any) -> tuple[int, ...]:
-        info = os.stat(path)
-        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-    def get(self, path: Any) -> bytes | None:
-        """The digest of the file's bytes (as for the same bytes passed directly), or None."""
-        try:
-            before = self.stamp(path)
-            known = self.digests.get(before)
-            if known is not None:
-                return known
-            started = time.time_ns()
-            digest = content_digest(b"encoded:", Path(path).read_bytes())
-            after = self.stamp(path)
-        except (OSError, ValueError):
-            return None
-        if after == before and max(before[3], before[4]) < started - self.settled_ns:
-            with self.lock:
-                if len(self.digests) >= self.capacity:
-                    self.digests.clear()
-                self.digests[before] = digest
-        return digest
-
-
-_FILE_DIGESTS = _FileDigests()
-
-
-def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:
-    """Decode one item (path, bytes, PIL image or array) into an RGB PIL image.
-
-    ``draft``: the smallest (width, height) the caller needs. JPEG files are then decoded
-    directly at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's ``draft``) as long as
-    both sides stay at least that large: several times faster, and the full-size image is
-    never held in memory.
-    """
-    from PIL import Image
-
-    if isinstance(item, Image.Image):
-        return _to_rgb(item)
-    if isinstance(item, np.ndarray):
-        return _to_rgb(array_to_image(item))
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        if len(item) == 0:
-            raise RowProblem("empty bytes (0 bytes), not an image")
-        return _decode(io.BytesIO(bytes(item)), "bytes", draft)
-    if isinstance(item, (str, os.PathLike)):
-        return _decode_path(item, draft)
-    if item is None or (isinstance(item, float) and math.isnan(item)):
-        raise RowProblem("missing image (None/NaN)")
-    raise RowProblem(
-        f"unsupported type {type(item).__name__}; expected a file path, bytes, a PIL image or "
-        "a numpy array"
-    )
-
-
-def _decode_path(item: str | os.PathLike, draft: tuple[int, int] | None = None) -> Any:
-    text = os.fspath(item)
-    if isinstance(text, str) and text.startswith(("http://", "https://")):
-        raise RowProblem(f"{text!r} is a URL; sktransfer reads local files only, download it first")
-    path = Path(text)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise RowProblem(f"file not found: {text}") from None
-    except OSError as error:
-        raise RowProblem(f"cannot read {text}: {error.strerror or error}") from None
-    if path.is_dir():
-        raise RowProblem(f"{text} is a directory, not an image file")
-    if size == 0:
-        raise RowProblem(f"{text} is empty (0 bytes)")
-    try:
-        with open(path, "rb") as handle:
-            return _decode(handle, text, draft)
-    except PermissionError:
-        raise RowProblem(f"permission denied: {text}") from None
-
-
-def _decode(source: Any, name: str, draft: tuple[int, int] | None = None) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(source) as image:
-            if draft is not None and image.format == "JPEG":
-                # EXIF rotation may swap the sides: both must stay large enough either way.
-                side = max(draft)
-                image.draft(image.mode, (side, side))
-            image.load()
-            return _to_rgb(image)
-    except Image.DecompressionBombError as error:
-        raise RowProblem(f"{name}: refused by Pillow's decompression-bomb guard ({error})"
-                         ) from None
-    except UnidentifiedImageError:
-        raise RowProblem(f"{name} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise RowProblem(f"{name} cannot be decoded (truncated or corrupt: {error})") from None
-
-
-def array_to_image(array: np.ndarray) -> Any:
-    """An H×W, H×W×1, H×W×3 or H×W×4 array as a PIL image, with its values checked.
-
-    uint8 is taken as is, uint16 is scaled from 0..65535, other integers must lie in 0..255,
-    floats in [0, 1], booleans map to 0 and 255.
-    """
-    from PIL import Image
-
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        hint = (" (channels-first? transpose it to H×W×C)"
-                if array.ndim == 3 and array.shape[0] in (1, 3, 4) else "")
-        raise RowProblem(f"array of shape {array.shape} is not an image: expected H×W (grey), "
-                         f"H×W×3 (RGB) or H×W×4 (RGBA){hint}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise RowProblem(f"array of shape {array.shape} has no pixels")
-    # uint8 H×W, H×W×3 and H×W×4 arrays become L, RGB and RGBA images.
-    return Image.fromarray(np.ascontiguousarray(_to_uint8(array)))
-
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    kind = array.dtype.kind
-    if array.dtype == np.uint8:
-        return array
-    if kind == "b":
-        return array.astype(np.uint8) * _EIGHT_BIT_MAX
-    if array.dtype == np.uint16:
-        return np.rint(array / _SIXTEEN_TO_EIGHT).astype(np.uint8)
-    if kind in "iu":
-        low, high = array.min(), array.max()
-        if low < 0 or high > _EIGHT_BIT_MAX:
-            raise RowProblem(f"integer pixel values must lie in 0..255, found {low}..{high} "
-                             "(16-bit images: pass them as uint16)")
-        return array.astype(np.uint8)
-    if kind == "f":
-        if not np.isfinite(array).all():
-            raise RowProblem("array contains NaN or infinite values")
-        low, high = float(array.min()), float(array.max())
-        if low < 0.0 or high > 1.0:
-            raise RowProblem(f"float pixel values must lie in [0, 1], found {low:g}..{high:g}; "
-                             "scale them first (e.g. divide by 255)")
-        return np.rint(array * _EIGHT_BIT_MAX).astype(np.uint8)
-    raise RowProblem(f"arrays of dtype {array.dtype} are not images")
-
-
-def _to_rgb(image: Any) -> Any:
-    """Apply EXIF orientation and convert any Pillow mode to 8-bit RGB."""
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        grey = np.asarray(image).astype(np.float64)
-        grey = np.clip(np.rint(grey / _SIXTEEN_TO_EIGHT), 0, _EIGHT_BIT_MAX).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if mode == "F":
-        return array_to_image(np.asarray(image)).convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or image.mode == "RGBA":
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
+from sktransfer._decode import EIGHT_BIT_MAX, RowProblem, load_image
+from sktransfer.exceptions import InputError
 
 _MARGIN = 4  # output pixels: covers the support of every Pillow filter (lanczos: 3)
 _PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
@@ -319,11 +57,16 @@ class Preprocessor:
         """An RGB PIL image as a normalised float32 (3, H, W) array."""
         return self.normalize(self.crop(image)[None])[0].numpy()
 
-    def crop(self, image: Any) -> np.ndarray:
+    def crop(self, image: Any, augment: Augment | None = None) -> np.ndarray:
         """The resized, centre-cropped image as a uint8 (H, W, 3) array (before normalising).
 
-        With a fallback transform (other crop modes), the normalised float (3, H, W) array.
+        With ``augment`` (training): the same resize, then a crop at a random position of the
+        resized image and an optional horizontal flip, so training sees the pixels evaluation
+        sees, shifted. With a fallback transform (other crop modes), the normalised float
+        (3, H, W) array.
         """
+        if augment is not None:
+            return self._augmented(image, augment)
         if self._fallback is not None:
             return self._fallback(image).numpy()
         if self.crop_mode == "squash":
@@ -354,6 +97,25 @@ class Preprocessor:
         resized = resized.crop((m_left, top, m_left + self.width, top + self.height))
         return np.asarray(resized, dtype=np.uint8)
 
+    def _augmented(self, image: Any, augment: Augment) -> np.ndarray:
+        if self._fallback is not None:
+            pixels = self._fallback(image).numpy()
+            return pixels[:, :, ::-1].copy() if augment.flip else pixels
+        if self.crop_mode == "squash":
+            new_w, new_h = self.scale[1], self.scale[0]
+        else:
+            width, height = image.size
+            short, long = (width, height) if width <= height else (height, width)
+            new_long = int(self.scale[0] * long / short)
+            new_w, new_h = ((self.scale[0], new_long) if width <= height
+                            else (new_long, self.scale[0]))
+        resized = image.resize((new_w, new_h), self.resample)
+        top = math.floor(augment.top * (max(new_h - self.height, 0) + 1))
+        left = math.floor(augment.left * (max(new_w - self.width, 0) + 1))
+        pixels = np.asarray(resized.crop((left, top, left + self.width, top + self.height)),
+                            dtype=np.uint8)
+        return np.ascontiguousarray(pixels[:, ::-1]) if augment.flip else pixels
+
     def _centre(self, image: Any) -> np.ndarray:
         width, height = image.size
         top = round((height - self.height) / 2.0)
@@ -376,6 +138,133 @@ class Preprocessor:
             batch = batch.copy()
         pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
         # The same float32 operations, in the same order, as (x / 255 - mean) / std in numpy.
-        pixels.div_(float(_EIGHT_BIT_MAX))
+        pixels.div_(float(EIGHT_BIT_MAX))
         mean, std = (torch.from_numpy(v.reshape(1, 3, 1, 1)) for v in (self.mean, self.std))
         return pixels.sub_(mean).div_(std)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """One image's random augmentation: crop position (fractions of the free range) and flip.
+
+    Drawn in the caller's thread from a seeded generator (:meth:`draw`), so results do not
+    depend on which decode thread ran first.
+    """
+
+    top: float
+    left: float
+    flip: bool
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Augment:
+        top, left, flip = rng.random(3)
+        return cls(float(top), float(left), bool(flip < 0.5))
+
+
+@dataclass
+class Batch:
+    """One batch from :func:`image_batches`.
+
+    ``positions``: the positions (in the items given) of the rows of ``pixels``;
+    ``pixels``: their normalised float32 tensor (n, 3, H, W), or None when every row failed;
+    ``errors``: position -> error, for the items of this batch that could not be read
+    (under ``on_error`` other than ``"raise"``).
+    """
+
+    positions: list[int]
+    pixels: Any
+    errors: dict[int, InputError]
+
+
+PREFETCH = 2  # batches in preparation at once, the one being waited for included
+
+
+def decoded_batches(work: Callable[[int], Any], rows: Sequence[Any], order: Sequence[int], *,
+                    batch_size: int, workers: int, on_error: str
+                    ) -> Iterator[tuple[list[int], list[Any], dict[int, InputError]]]:
+    """Run ``work(position)`` for every position of ``order`` in background threads.
+
+    Yields, batch by batch in ``order``: the positions that worked, their results, and for
+    each position that raised :class:`RowProblem` an :class:`InputError` naming
+    ``rows[position]``.
+    At most ``PREFETCH`` batches are in preparation at once, so memory stays bounded
+    whatever the input's length. With ``on_error="raise"`` the first failing row of a batch
+    raises, after the batches before it were yielded (so their work is kept).
+    """
+    def attempt(position: int) -> Any:
+        try:
+            return work(position)
+        except RowProblem as problem:
+            return InputError(rows[position], str(problem))
+
+    starts = iter(range(0, len(order), batch_size))
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="sktransfer-decode") as pool:
+        pending: deque[tuple[list[int], list[Any]]] = deque()
+
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                chunk = list(order[start:start + batch_size])
+                pending.append((chunk, [pool.submit(attempt, p) for p in chunk]))
+
+        for _ in range(PREFETCH):
+            submit_next()
+        while pending:
+            chunk, futures = pending.popleft()
+            submit_next()
+            results = dict(zip(chunk, (future.result() for future in futures), strict=True))
+            errors = {p: r for p, r in results.items() if isinstance(r, InputError)}
+            if errors and on_error == "raise":
+                for _, waiting in pending:
+                    for future in waiting:
+                        future.cancel()
+                raise next(iter(errors.values()))
+            good = [p for p in chunk if p not in errors]
+            yield good, [results[p] for p in good], errors
+
+
+def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preprocessor, *,
+                  batch_size: int, decode: str = "reduced", workers: int = 1,
+                  on_error: str = "raise", order: Sequence[int] | None = None,
+                  rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    """Decode and preprocess images a batch at a time, in background threads.
+
+    Parameters
+    ----------
+    items : the images (paths, bytes, PIL images, arrays).
+    rows : how errors name each item (usually its row in the user's input).
+    preprocess : the model's :class:`Preprocessor`.
+    batch_size, workers : images per batch, decode threads.
+    decode : {"reduced", "full"}
+        ``"reduced"`` lets JPEG files decode at reduced scale when that loses nothing for
+        ``preprocess`` (see :meth:`Preprocessor.draft_size`).
+    on_error : {"raise", "zeros", "nan"}
+        ``"raise"`` raises the first bad row; otherwise bad rows are reported in
+        :attr:`Batch.errors` and left out of the batch.
+    order : positions to read, in this order (default: all, in order).
+    rng : a generator for training-time augmentation (random crops and flips); None for the
+        evaluation transform.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> prep = Preprocessor({"input_size": (3, 8, 8), "mean": (0.5,) * 3, "std": (0.5,) * 3,
+    ...                      "crop_pct": 1.0, "interpolation": "bilinear"})
+    >>> images = [np.zeros((16, 16), dtype=np.uint8), "missing.png"]
+    >>> [(b.positions, tuple(b.pixels.shape), [str(e) for e in b.errors.values()])
+    ...  for b in image_batches(images, [0, 1], prep, batch_size=2, on_error="nan")]
+    [([0], (1, 3, 8, 8), ['row 1: file not found: missing.png'])]
+    """
+    order = range(len(items)) if order is None else order
+    draft = preprocess.draft_size if decode == "reduced" else None
+    augments = ({position: Augment.draw(rng) for position in order}
+                if rng is not None else {})
+
+    def work(position: int) -> np.ndarray:
+        return preprocess.crop(load_image(items[position], draft=draft),
+                               augments.get(position))
+
+    for positions, crops, errors in decoded_batches(work, rows, order, batch_size=batch_size,
+                                                    workers=workers, on_error=on_error):
+        pixels = preprocess.normalize(np.stack(crops)) if crops else None
+        yield Batch(positions, pixels, errors)

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from sktransfer._base import as_sequence, is_missing
+from sktransfer._input import as_sequence, is_missing
 
 IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|bmp|gif|tiff?|webp)$", re.I)
 _TEXT_MIN_WORDS = 4  # a string column whose values average more words than this is text
@@ -65,8 +65,8 @@ class WithMissingIndicator(TransformerMixin, BaseEstimator):
         if len(rows):
             subset = [items[row] for row in rows]
             # sktransfer embedders name errors by the row of X, not of the subset
-            labelled = getattr(self.embedder_, "_transform_items", None)
-            out[rows, :-1] = (labelled(subset, rows.tolist()) if labelled is not None
+            embed_rows = getattr(self.embedder_, "embed_rows", None)
+            out[rows, :-1] = (embed_rows(subset, rows.tolist()) if embed_rows is not None
                               else self.embedder_.transform(subset))
         out[:, -1] = ~present
         return out

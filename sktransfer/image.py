@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import os
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Options, StrOptions
 
-from sktransfer._base import BaseEmbedder, reject_unusable_matrices
-from sktransfer._images import (
-    Preprocessor,
-    RowProblem,
-    image_content_key,
-    image_items,
-    load_image,
-)
+from sktransfer._base import BaseEmbedder
+from sktransfer._decode import image_content_key
+from sktransfer._images import Preprocessor, image_batches
+from sktransfer._input import image_items
 from sktransfer.cache import FeatureCache
-from sktransfer.exceptions import InputError
 
 DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0.packaged"
+
+
+class _LayerChoice(Options):
+    """``layer=``: an int, or a non-empty list of ints and None (the pooled output)."""
+
+    def __init__(self) -> None:
+        super().__init__(object, set())
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        def one(layer: Any) -> bool:
+            return layer is None or (isinstance(layer, Integral) and not isinstance(layer, bool))
+
+        if isinstance(val, list):
+            return bool(val) and all(one(layer) for layer in val)
+        return val is not None and one(val)
+
+    def __str__(self) -> str:
+        return "an int or a non-empty list of ints and None"
 
 
 class ImageEmbedder(BaseEmbedder):
@@ -125,7 +137,7 @@ class ImageEmbedder(BaseEmbedder):
     _parameter_constraints: ClassVar[dict] = {
         **BaseEmbedder._parameter_constraints,
         "weights": [str],
-        "layer": [None, Interval(Integral, None, None, closed="neither"), list],
+        "layer": [None, _LayerChoice()],
         "pooling": [StrOptions({"avg", "max", "cls", "token"})],
         "backend": [StrOptions({"auto", "torch", "onnxruntime", "compile"})],
         "decode": [StrOptions({"reduced", "full"})],
@@ -162,6 +174,19 @@ class ImageEmbedder(BaseEmbedder):
         self.progress = progress
         self.cache = cache
 
+    def fit(self, X: Any, y: Any = None) -> ImageEmbedder:
+        """Check the parameters and the input, and record what the embedding will be.
+
+        Besides the attributes every embedder records, ``n_layers_`` (how many inner layers
+        the model exposes to ``layer=``) and ``layer_widths_`` (the width of each requested
+        layer's block of columns, in order).
+        """
+        super().fit(X, y)
+        backbone = self._get_backbone()
+        self.n_layers_ = backbone.n_layers
+        self.layer_widths_ = backbone.output_dims(self._layers, self._pool)
+        return self
+
     def _get_backbone(self) -> Any:
         from sktransfer.backbones._runtime import resolve_device
         from sktransfer.backbones.timm import get_timm_backbone
@@ -174,29 +199,22 @@ class ImageEmbedder(BaseEmbedder):
 
     @property
     def _layers(self) -> tuple[int | None, ...]:
-        layers = tuple(self.layer) if isinstance(self.layer, list) else (self.layer,)
-        if not layers or not all(layer is None or isinstance(layer, Integral)
-                                 for layer in layers):
-            raise ValueError(f"layer must be None, an int or a non-empty list of them, "
-                             f"got {self.layer!r}")
-        return layers
+        return tuple(self.layer) if isinstance(self.layer, list) else (self.layer,)
 
     def _n_features(self, backbone: Any) -> int:
         return sum(backbone.output_dims(self._layers, self._pool))
 
-    def _execution(self, backbone: Any) -> Any:
-        from sktransfer.backbones._engines import resolve_execution
+    def _plan(self, backbone: Any) -> Any:
+        from sktransfer.backbones._engines import plan_execution
 
-        return resolve_execution(backbone, self.backend, self.precision, self.n_threads,
-                                 self._layers, self._pool)
+        return plan_execution(backbone, self.backend, self.precision, self.n_threads,
+                              self._layers, self._pool)
 
-    def _identity(self, backbone: Any) -> dict[str, Any]:
+    def _identity(self, backbone: Any, plan: Any) -> dict[str, Any]:
         layers = [backbone.normalize_layer(layer) for layer in self._layers]
-        execution = self._execution(backbone)
         return {"model": self.model, "weights": backbone.digest,
                 "preprocessing": backbone.data_config, "layer": layers, "pooling": self._pool,
-                "precision": execution.precision, "backend": execution.backend,
-                "decode": self.decode}
+                "precision": plan.precision, "backend": plan.backend, "decode": self.decode}
 
     def _content_key(self, item: Any) -> bytes | None:
         # Only a cache needs a file's content (so that renamed files hit); within one call
@@ -204,75 +222,22 @@ class ImageEmbedder(BaseEmbedder):
         return image_content_key(item, read_files=self.cache is not None)
 
     def _items(self, X: Any, *, reset: bool) -> list[Any]:
-        reject_unusable_matrices(X, "images")
+        items = image_items(X)
         self._check_input_shape(X, reset=reset)
-        return image_items(X)
+        return items
 
-    def _embed(self, items: list[Any], rows: list[int],
-               backbone: Any) -> tuple[np.ndarray, list[InputError]]:
-        from sktransfer.backbones import _engines
+    def _embed_batches(self, items: list[Any], rows: list[Any], backbone: Any,
+                       plan: Any) -> Iterator[Any]:
+        from sktransfer.backbones._engines import open_engine
 
-        execution = self._execution(backbone)
-        preprocess = Preprocessor(backbone.data_config)
-        draft = preprocess.draft_size if self.decode == "reduced" else None
-        n, batch_size, layers = len(items), self.batch_size, self._layers
-        out = np.empty((n, self.n_features_out_), dtype=np.float32)
-        failures: list[InputError] = []
-
-        def prepare(i: int) -> Any:
-            try:
-                return preprocess.crop(load_image(items[i], draft=draft))
-            except RowProblem as problem:
-                return InputError(rows[i], str(problem))
-
-        bar = _progress_bar(self.progress, n, type(self).__name__)
+        engine = open_engine(backbone, plan, self._layers, self._pool, self.batch_size)
+        yield engine.execution
         # Images decode (at reduced size) and are preprocessed in threads while the network
-        # runs; at most _PREFETCH batches wait, so memory stays bounded. Pillow releases the
-        # GIL while it decodes and resizes.
-        workers = max(1, min(execution.threads, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers, thread_name_prefix="sktransfer-decode") as pool:
-            pending: deque[tuple[int, list[Any]]] = deque()
-            starts = iter(range(0, n, batch_size))
-
-            def submit_next() -> None:
-                start = next(starts, None)
-                if start is not None:
-                    stop = min(start + batch_size, n)
-                    pending.append((start, [pool.submit(prepare, i)
-                                            for i in range(start, stop)]))
-
-            for _ in range(_PREFETCH):
-                submit_next()
-            while pending:
-                start, futures = pending.popleft()
-                submit_next()
-                prepared = [future.result() for future in futures]
-                errors = [x for x in prepared if isinstance(x, InputError)]
-                if errors and self.on_error == "raise":
-                    for _, waiting in pending:
-                        for future in waiting:
-                            future.cancel()
-                    raise errors[0]
-                failures.extend(errors)
-                good = [start + j for j, x in enumerate(prepared)
-                        if not isinstance(x, InputError)]
-                if good:
-                    batch = preprocess.normalize(np.stack([prepared[i - start] for i in good]))
-                    out[good] = _engines.run(backbone, batch, layers, self._pool, execution,
-                                             batch_size)
-                if bar is not None:
-                    bar.update(len(prepared))
-        if bar is not None:
-            bar.close()
-        return out, failures
-
-
-_PREFETCH = 2  # batches decoded ahead of the forward pass
-
-
-def _progress_bar(enabled: bool, total: int, description: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="img")
+        # runs; Pillow releases the GIL while it decodes and resizes.
+        workers = max(1, min(engine.execution.threads, os.cpu_count() or 1))
+        for batch in image_batches(items, rows, Preprocessor(backbone.data_config),
+                                   batch_size=self.batch_size, decode=self.decode,
+                                   workers=workers, on_error=self.on_error):
+            vectors = (engine(batch.pixels) if batch.pixels is not None
+                       else np.empty((0, self.n_features_out_), dtype=np.float32))
+            yield batch.positions, vectors, batch.errors

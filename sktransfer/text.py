@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-from sktransfer._base import BaseEmbedder, as_sequence, is_missing
+from sktransfer._base import BaseEmbedder
+from sktransfer._input import text_items, text_problem
 from sktransfer.cache import FeatureCache, content_digest
 from sktransfer.exceptions import InputError
 
@@ -121,54 +123,50 @@ class TextEmbedder(BaseEmbedder):
         return backbone.n_features
 
     def _items(self, X: Any, *, reset: bool) -> list[Any]:
+        items = text_items(X)
         self._check_input_shape(X, reset=reset)
-        return as_sequence(X, "texts")
+        return items
 
-    def _identity(self, backbone: Any) -> dict[str, Any]:
+    def _plan(self, backbone: Any) -> str:
         from sktransfer.backbones._runtime import resolve_precision
 
+        return resolve_precision(self.precision, backbone.device)
+
+    def _identity(self, backbone: Any, plan: str) -> dict[str, Any]:
         return {"model": self.model, "weights": backbone.digest, "normalize": self.normalize,
-                "precision": resolve_precision(self.precision, backbone.device),
-                "max_seq_length": backbone.model.max_seq_length}
+                "precision": plan, "max_seq_length": backbone.max_seq_length}
 
     def _content_key(self, item: Any) -> bytes | None:
         if not isinstance(item, str):
             return None
         return content_digest(item.encode("utf-8", "surrogatepass"))
 
-    def _embed(self, items: list[Any], rows: list[int],
-               backbone: Any) -> tuple[np.ndarray, list[InputError]]:
-        from sktransfer.backbones._runtime import resolve_precision, torch_threads
+    def _embed_batches(self, items: list[Any], rows: list[Any], backbone: Any,
+                       plan: str) -> Iterator[Any]:
+        from sktransfer.backbones._runtime import torch_threads
 
-        failures: list[InputError] = []
+        yield plan
+        errors: dict[int, InputError] = {}
         good: list[int] = []
-        for i, text in enumerate(items):
-            problem = _text_problem(text)
+        for position, text in enumerate(items):
+            problem = text_problem(text)
             if problem is None:
-                good.append(i)
+                good.append(position)
                 continue
-            error = InputError(rows[i], problem)
+            errors[position] = InputError(rows[position], problem)
             if self.on_error == "raise":
-                raise error
-            failures.append(error)
-        out = np.zeros((len(items), self.n_features_out_), dtype=np.float32)
-        if good:
+                raise errors[position]
+        yield [], np.empty((0, self.n_features_out_), dtype=np.float32), errors
+        # sentence-transformers sorts each chunk by length before batching it; chunks of
+        # many batches keep that sorting effective, and each finished chunk is stored.
+        chunk = self.batch_size * _BATCHES_PER_CHUNK
+        for start in range(0, len(good), chunk):
+            positions = good[start:start + chunk]
             with torch_threads(self.n_threads):
-                out[good] = backbone.encode(
-                    [items[i] for i in good],
-                    batch_size=self.batch_size,
-                    normalize=self.normalize,
-                    precision=resolve_precision(self.precision, backbone.device),
-                    progress=self.progress,
-                )
-        return out, failures
+                vectors = backbone.encode([items[p] for p in positions],
+                                          batch_size=self.batch_size, normalize=self.normalize,
+                                          precision=plan, progress=False)
+            yield positions, vectors, {}
 
 
-def _text_problem(text: Any) -> str | None:
-    if is_missing(text):
-        return "missing text (None/NaN)"
-    if not isinstance(text, str):
-        return f"expected a string, got {type(text).__name__} {text!r:.40}"
-    if not text.strip():
-        return "empty text"
-    return None
+_BATCHES_PER_CHUNK = 32

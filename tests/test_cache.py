@@ -31,13 +31,13 @@ def embedded(monkeypatch):
     """Records how many samples each call really sends through a network."""
     calls: list[int] = []
     for cls in (ImageEmbedder, TextEmbedder):
-        real = cls._embed
+        real = cls._embed_batches
 
-        def spy(self, items, rows, backbone, _real=real):
+        def spy(self, items, rows, backbone, plan, _real=real):
             calls.append(len(items))
-            return _real(self, items, rows, backbone)
+            return _real(self, items, rows, backbone, plan)
 
-        monkeypatch.setattr(cls, "_embed", spy)
+        monkeypatch.setattr(cls, "_embed_batches", spy)
     return calls
 
 
@@ -119,7 +119,7 @@ def test_renamed_file_hits_and_changed_content_misses(tmp_path, embedded, photo_
 def test_file_digests_are_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from sktransfer._images import _FileDigests
+    from sktransfer._decode import _FileDigests
     from sktransfer.cache import content_digest
 
     reads = []
@@ -146,7 +146,7 @@ def test_cached_transform_of_settled_files_reads_no_file(tmp_path, embedded, pho
                                                           monkeypatch):
     from pathlib import Path
 
-    from sktransfer._images import _FILE_DIGESTS
+    from sktransfer._decode import _FILE_DIGESTS
 
     monkeypatch.setattr(_FILE_DIGESTS, "settled_ns", 0)
     first = tiny(tmp_path).fit_transform(photo_files)
@@ -186,18 +186,18 @@ def test_every_identity_field_changes_the_key(tmp_path, embedded, field):
 def test_preprocessing_and_feature_version_are_part_of_the_key(tmp_path, monkeypatch):
     embedder = tiny(tmp_path).fit(images(1))
     backbone = embedder._get_backbone()
-    space, description = embedder._space(backbone)
+    space, description = embedder._space(backbone, embedder._plan(backbone))
     assert description["preprocessing"]["crop_pct"] == backbone.data_config["crop_pct"]
     monkeypatch.setitem(backbone.data_config, "crop_pct", 0.5)
-    changed, _ = embedder._space(backbone)
+    changed, _ = embedder._space(backbone, embedder._plan(backbone))
     monkeypatch.undo()
     monkeypatch.setattr(sktransfer._base, "FEATURES_VERSION", 2)
-    bumped, _ = embedder._space(backbone)
+    bumped, _ = embedder._space(backbone, embedder._plan(backbone))
     assert len({space, changed, bumped}) == 3
 
 
 def test_array_keys_cover_dtype_shape_and_bytes_of_any_layout():
-    from sktransfer._images import image_content_key
+    from sktransfer._decode import image_content_key
 
     grey = np.random.default_rng(0).integers(0, 256, (8, 6), dtype=np.uint8)
     key = image_content_key(grey)
@@ -214,10 +214,10 @@ def test_array_keys_cover_dtype_shape_and_bytes_of_any_layout():
 def test_the_key_scheme_is_part_of_the_space(tmp_path, monkeypatch):
     embedder = tiny(tmp_path).fit(images(1))
     backbone = embedder._get_backbone()
-    space, description = embedder._space(backbone)
+    space, description = embedder._space(backbone, embedder._plan(backbone))
     assert description["keys"] == "blake3-128"
     monkeypatch.setattr(sktransfer._base, "KEY_SCHEME", "sha256-128")
-    assert embedder._space(backbone)[0] != space
+    assert embedder._space(backbone, embedder._plan(backbone))[0] != space
 
 
 def test_text_identity_includes_normalize(tmp_path, embedded):

@@ -168,7 +168,6 @@ def test_layer_sweep_runs_the_backbone_once_per_batch(monkeypatch):
     # batch too, out of reach of a Python spy).
     embedder = ImageEmbedder(TINY_CNN, weights="random", batch_size=8, backend="torch")
     backbone = embedder.fit(X[:1])._get_backbone()
-    backbone.output_dims((0, 1, 2, 3, 4, None), "avg")  # widths are probed once, beforehand
     calls = []
     real = backbone.model.forward_intermediates
 

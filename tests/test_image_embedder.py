@@ -27,7 +27,8 @@ def test_default_model_is_the_packaged_pretrained_efficientnet(photos, default_e
     import timm
     import torch
 
-    from sktransfer._images import Preprocessor, load_image
+    from sktransfer._decode import load_image
+    from sktransfer._images import Preprocessor
     from sktransfer.backbones import get_backbone_spec
 
     assert default_embedder.n_features_out_ == 1280
@@ -133,7 +134,8 @@ def test_pooled_output_matches_timm_num_classes_0_for_a_vit():
     net = embedder._get_backbone().model
     reference = timm.create_model(TINY_VIT, pretrained=False, num_classes=0).eval()
     reference.load_state_dict(net.state_dict())
-    from sktransfer._images import Preprocessor, load_image
+    from sktransfer._decode import load_image
+    from sktransfer._images import Preprocessor
 
     prep = Preprocessor(timm.data.resolve_model_data_config(reference))
     with torch.no_grad():

@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sktransfer._images import (
-    Preprocessor,
-    RowProblem,
-    array_to_image,
-    coerce_image_batch,
-    load_image,
-)
+from sktransfer._decode import RowProblem, array_to_image, load_image
+from sktransfer._images import Preprocessor
+from sktransfer._input import coerce_image_batch
 
 
 def assert_matches_timm(ours: np.ndarray, theirs: np.ndarray, std) -> None:

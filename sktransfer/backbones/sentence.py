@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sktransfer.backbones import _hub
+from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._registry import get_backbone_spec, list_backbones
 from sktransfer.backbones._runtime import inference, load_once, weights_digest
 
@@ -36,6 +39,8 @@ class SentenceBackbone:
     digest: str
     device: str
 
+    _unnormalized: Any = field(default=None, repr=False)
+
     @property
     def n_features(self) -> int:
         model = self.model
@@ -44,11 +49,21 @@ class SentenceBackbone:
         )
         return int(getter())
 
+    @property
+    def max_seq_length(self) -> int | None:
+        return self.model.max_seq_length
+
+    def output_dims(self, layers: Layers = (None,), pooling: str = "mean") -> list[int]:
+        """Text models have one output: the sentence embedding."""
+        return [self.n_features for _ in layers]
+
     def encode(self, texts: list[str], *, batch_size: int, normalize: bool, precision: str,
                progress: bool) -> np.ndarray:
-        self.model.eval()
+        """Embed texts; ``normalize=False`` skips the model's own Normalize module too."""
+        model = self.model if normalize else self._without_normalize()
+        model.eval()
         with inference(self.device, precision):
-            out = self.model.encode(
+            out = model.encode(
                 texts,
                 batch_size=batch_size,
                 normalize_embeddings=normalize,
@@ -57,6 +72,57 @@ class SentenceBackbone:
                 convert_to_tensor=True,
             )
         return out.float().cpu().numpy()
+
+    def _without_normalize(self) -> Any:
+        """The model's modules up to its final Normalize (the same module objects, no copy).
+
+        Many sentence-transformers models (MiniLM among them) end in a Normalize module, so
+        ``normalize_embeddings=False`` alone would still return unit vectors.
+        """
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.models import Normalize
+
+        modules = list(self.model)
+        if not modules or not isinstance(modules[-1], Normalize):
+            return self.model
+        if self._unnormalized is None:
+            self._unnormalized = SentenceTransformer(modules=modules[:-1], device=self.device)
+        return self._unnormalized
+
+    def trainable(self, n_classes: int, *, pretrained: bool = True,
+                  max_length: int | None = None) -> Trainable:
+        """A private copy with a linear head on the sentence embedding; groups are the word
+        embeddings and each transformer layer, bottom to top. The architecture comes with its
+        pretrained weights either way (``pretrained=False`` callers load their own next)."""
+        encoder = copy.deepcopy(self.model).cpu()  # the shared frozen copy stays untouched
+        if max_length is not None:
+            encoder.max_seq_length = max_length  # the tokenizer truncates there
+        net = SentenceClassifier(encoder, self.n_features, n_classes)
+        transformer = encoder[0].auto_model
+        groups = [list(transformer.embeddings.parameters())]
+        groups += [list(layer.parameters()) for layer in transformer.encoder.layer]
+        for parameter in encoder.parameters():
+            parameter.requires_grad_(False)
+        return Trainable(net, groups, list(net.head.parameters()))
+
+
+class SentenceClassifier(torch.nn.Module):
+    """A sentence-transformers encoder with a linear head on its sentence embedding."""
+
+    def __init__(self, encoder: Any, n_features: int, n_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(n_features, n_classes)
+
+    def embed(self, texts: list[str]) -> Any:
+        device = self.head.weight.device
+        prepare = getattr(self.encoder, "preprocess", None) or self.encoder.tokenize
+        features = {key: value.to(device) if isinstance(value, torch.Tensor) else value
+                    for key, value in prepare(texts).items()}
+        return self.encoder(features)["sentence_embedding"]
+
+    def forward(self, texts: list[str]) -> Any:
+        return self.head(self.embed(texts))
 
 
 def get_sentence_backbone(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:

@@ -7,22 +7,22 @@ safetensors or ``torch.load(weights_only=True)``: no arbitrary pickle is ever ex
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 from sktransfer.backbones import _hub
+from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._registry import get_backbone_spec, list_backbones
-from sktransfer.backbones._runtime import inference, load_once, weights_digest
+from sktransfer.backbones._runtime import load_once, weights_digest
 from sktransfer.exceptions import ModelUnavailableError
 
 RANDOM_WEIGHTS_LICENSE = "none (random weights)"
-Layers = tuple[int | None, ...] | list[int | None]
 _RANDOM_SEED = 0
 
 
@@ -50,8 +50,6 @@ class TimmBackbone:
     license: str
     digest: str
     device: str
-    _dims: dict[tuple[Any, str], int] = field(default_factory=dict, repr=False)
-    _dims_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _gmacs: float | None = field(default=None, repr=False)
     engines: dict[Any, Any] = field(default_factory=dict, repr=False)
 
@@ -104,38 +102,47 @@ class TimmBackbone:
         return layer + self.n_layers if layer is not None and layer < 0 else layer
 
     def output_dims(self, layers: Layers, pooling: str) -> list[int]:
-        """The width of each requested layer's pooled features."""
-        with self._dims_lock:
-            missing = [layer for layer in layers if (layer, pooling) not in self._dims]
-            if missing:
-                import torch
+        """The width of each requested layer's pooled features, from timm's metadata.
 
-                self.check_layers(missing, pooling)
-                probe = torch.zeros((1, *tuple(self.data_config["input_size"])))
-                for layer in missing:
-                    dim = self.forward(probe, (layer,), pooling, "float32").shape[1]
-                    self._dims[(layer, pooling)] = int(dim)
-            return [self._dims[(layer, pooling)] for layer in layers]
-
-    def forward(self, batch: Any, layers: Layers, pooling: str, precision: str) -> np.ndarray:
-        """Embed a preprocessed float32 batch (N, 3, H, W) in one eager pass through the network.
-
-        ``layers`` lists layer indices and/or None (the pooled output); their pooled features
-        are concatenated in that order. Returns float32 (N, D).
+        An inner layer has its ``feature_info`` channel count; the pooled output has the
+        width of the model's pre-logits (``head_hidden_size``) when its own head pools, and
+        the final feature map's ``num_features`` otherwise. No forward pass is run.
         """
-        import torch
+        self.check_layers(layers, pooling)
+        model = self.model
+        widths = []
+        for layer in layers:
+            if layer is not None:
+                widths.append(int(model.feature_info[self.normalize_layer(layer)]["num_chs"]))
+            elif pooling == self.native_pooling:
+                widths.append(int(getattr(model, "head_hidden_size", None)
+                                  or model.num_features))
+            else:
+                widths.append(int(model.num_features))
+        return widths
 
-        x = batch.to(self.device)
-        if x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with inference(self.device, precision):
-            out = self.features(x, tuple(layers), pooling)
-        return out.float().cpu().numpy()
+    @property
+    def max_seq_length(self) -> None:
+        return None
+
+    def trainable(self, n_classes: int, *, pretrained: bool = True) -> Trainable:
+        """A private copy with a new ``n_classes`` head; groups are timm's coarse groups."""
+        from timm.models import group_parameters
+
+        source = self if pretrained else get_timm_backbone(self.name, "random", self.device)
+        net = copy.deepcopy(source.model).cpu()  # the shared frozen copy stays untouched
+        net.reset_classifier(n_classes)
+        head = list(net.get_classifier().parameters())
+        head_ids = {id(p) for p in head}
+        named = dict(net.named_parameters())
+        groups = [[named[name] for name in names if id(named[name]) not in head_ids]
+                  for names in group_parameters(net, net.group_matcher(coarse=True)).values()]
+        for parameter in net.parameters():
+            parameter.requires_grad_(id(parameter) in head_ids)
+        return Trainable(TimmClassifier(net), [g for g in groups if g], head)
 
     def features(self, x: Any, layers: Layers, pooling: str) -> Any:
         """The pooled, concatenated features of ``layers`` as a torch tensor (traceable)."""
-        import torch
-
         model = self.model
         inner = sorted({self.normalize_layer(layer) for layer in layers if layer is not None})
         pooled: dict[int | None, Any] = {}
@@ -160,7 +167,6 @@ class TimmBackbone:
     def gmacs(self) -> float:
         """Multiply-accumulates of one image at the model's input size, in billions."""
         if self._gmacs is None:
-            import torch
             from torch.utils.flop_counter import FlopCounterMode
 
             probe = torch.zeros((1, *tuple(self.data_config["input_size"])), device=self.device)
@@ -180,6 +186,20 @@ class TimmBackbone:
         return _pool_spatial(features, pooling)
 
 
+class TimmClassifier(torch.nn.Module):
+    """A timm network with its new head: logits, or the pre-logits features the head reads."""
+
+    def __init__(self, net: Any):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Any) -> Any:
+        return self.net(x)
+
+    def embed(self, x: Any) -> Any:
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+
 def _pool_spatial(features: Any, pooling: str) -> Any:
     if features.ndim == 2:
         return features
@@ -195,7 +215,6 @@ def get_timm_backbone(model: str, weights: str, device: str) -> TimmBackbone:
 
 def _load(model: str, weights: str, device: str) -> TimmBackbone:
     import timm
-    import torch
 
     spec = get_backbone_spec(model)
     if spec is not None and spec.family != "timm":
@@ -246,7 +265,6 @@ def _load(model: str, weights: str, device: str) -> TimmBackbone:
 
 def _create(architecture: str, **kwargs: Any) -> Any:
     import timm
-    import torch
 
     name = architecture.split(".")[0]
     if not timm.is_model(name):
@@ -295,8 +313,6 @@ def _pretrained_file(model: str, cfg: dict[str, Any]) -> Path:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A state dict from a safetensors file or a weights-only torch checkpoint."""
     import pickle
-
-    import torch
 
     path = Path(path)
     if not path.is_file():

@@ -9,8 +9,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval
 
-from sktransfer._images import RowProblem, image_items, load_image
-from sktransfer.exceptions import InputError
+from sktransfer._decode import load_image
+from sktransfer._images import decoded_batches
+from sktransfer._input import image_items
+
+_BATCH = 64
 
 
 class _ImageFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -26,11 +29,11 @@ class _ImageFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def transform(self, X: Any) -> np.ndarray:
         items = image_items(X)
         out = np.empty((len(items), self._width()), dtype=np.float32)
-        for row, item in enumerate(items):
-            try:
-                out[row] = self._features(load_image(item))
-            except RowProblem as problem:
-                raise InputError(row, str(problem)) from None
+        for positions, features, _ in decoded_batches(
+                lambda position: self._features(load_image(items[position])),
+                range(len(items)), range(len(items)), batch_size=_BATCH, workers=1,
+                on_error="raise"):
+            out[positions] = features
         return out
 
 

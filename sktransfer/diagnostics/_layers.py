@@ -84,16 +84,16 @@ def layer_sweep(X: Any, y: Any, embedder: Any, layers: list[int | None] | None =
     if not isinstance(embedder, ImageEmbedder):
         raise TypeError("layer_sweep takes an ImageEmbedder")
     head, scoring = supervised_defaults(y, head, scoring)
-    backbone = embedder._get_backbone()
-    layers = [*range(backbone.n_layers), None] if layers is None else list(layers)
-    sweep = clone(embedder).set_params(layer=layers)
-    features = sweep.fit_transform(X)
-    widths = backbone.output_dims(tuple(layers), sweep._pool)
+    if layers is None:
+        n_layers = clone(embedder).set_params(layer=None).fit(X[:1]).n_layers_
+        layers = [*range(n_layers), None]
+    sweep = clone(embedder).set_params(layer=list(layers)).fit(X)
+    features = sweep.transform(X)
     splits = fixed_splits(X, y, cv, groups)
     rows, scores = [], {}
     start = 0
-    for layer, width in zip(layers, widths, strict=True):
-        name = "pooled" if layer is None else backbone.normalize_layer(layer)
+    for layer, width in zip(layers, sweep.layer_widths_, strict=True):
+        name = "pooled" if layer is None else layer % sweep.n_layers_
         block = features[:, start:start + width]
         start += width
         scores[name], _ = fold_scores(None, block, y, splits, head, scoring)

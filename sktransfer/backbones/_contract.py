@@ -1,0 +1,127 @@
+"""What an embedder or a fine-tuner may ask of a backbone, and how a named one is specified.
+
+Every family-specific quirk (timm's layer groups and ``feature_info``, the BERT internals of a
+sentence-transformers model, its maximum sequence length) lives behind these protocols, in the
+family's module. Estimators use nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Family = Literal["timm", "sentence"]
+Layers = Sequence[int | None]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to obtain one named backbone.
+
+    Parameters
+    ----------
+    name : str
+        The name users pass as ``model=``.
+    family : {"timm", "sentence"}
+        ``"timm"``: ``load()`` returns a state dict in timm's format for ``architecture``.
+        ``"sentence"``: ``load()`` returns the path of a local sentence-transformers folder.
+    load : callable
+        Called with no argument, once per process, when the backbone is first used.
+    license : str
+        SPDX identifier (or a short phrase) of the weights' licence.
+    n_features : int or None
+        Size of the default embedding, for listings.
+    architecture : str or None
+        timm architecture name (family ``"timm"`` only); gives the preprocessing config.
+    requires : str or None
+        Distribution that must be installed for ``load`` to work (shown in errors).
+    description : str
+        One line for listings.
+    """
+
+    name: str
+    family: Family
+    load: Callable[[], Any]
+    license: str
+    n_features: int | None = None
+    architecture: str | None = None
+    requires: str | None = None
+    description: str = ""
+
+    @property
+    def available(self) -> bool:
+        """Whether the weights are installed on this machine (no network needed)."""
+        if self.requires is None:
+            return True
+        module = self.requires.replace("-", "_")
+        return importlib.util.find_spec(module) is not None
+
+
+@dataclass
+class Trainable:
+    """A private, trainable copy of a backbone with a new linear head.
+
+    ``module(inputs)`` gives logits; ``module.embed(inputs)`` the penultimate features the
+    head reads. ``groups`` are the backbone's parameter groups from the bottom (input side) to
+    the top, for gradual unfreezing; ``head`` the parameters of the new head. Every backbone
+    parameter starts frozen (``requires_grad=False``).
+    """
+
+    module: Any
+    groups: list[list[Any]]
+    head: list[Any]
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A loaded pretrained network in eval mode, shared by every estimator in the process."""
+
+    name: str
+    license: str
+    digest: str  # SHA-256 of the weights: names, dtypes, shapes and bytes
+    device: str
+
+    @property
+    def max_seq_length(self) -> int | None:
+        """Tokens per text the model reads (None for image models)."""
+
+    def output_dims(self, layers: Layers, pooling: str) -> list[int]:
+        """The width of each requested layer's pooled features, from the model's metadata."""
+
+    def trainable(self, n_classes: int, *, pretrained: bool = True) -> Trainable:
+        """A fresh copy to fine-tune (the shared frozen copy is never touched).
+
+        ``pretrained=False``: only the architecture matters, the caller loads its own weights
+        next (unpickling a fine-tuned estimator).
+        """
+
+
+@runtime_checkable
+class ImageBackbone(Backbone, Protocol):
+    """An image network: engines (``backbones._engines``) run its traceable ``features``."""
+
+    data_config: dict[str, Any]
+
+    @property
+    def n_layers(self) -> int:
+        """How many intermediate layers ``layer=`` can select."""
+
+    def normalize_layer(self, layer: int | None) -> int | None:
+        """A non-negative layer index (or None for the pooled output)."""
+
+    def check_layers(self, layers: Layers, pooling: str) -> None:
+        """Raise a ValueError naming the model when ``layers``/``pooling`` do not fit it."""
+
+    def features(self, x: Any, layers: Layers, pooling: str) -> Any:
+        """Pooled, concatenated features of ``layers`` for a normalised batch (a tensor)."""
+
+
+@runtime_checkable
+class TextBackbone(Backbone, Protocol):
+    """A sentence-embedding model."""
+
+    def encode(self, texts: list[str], *, batch_size: int, normalize: bool, precision: str,
+               progress: bool) -> Any:
+        """Embed a list of strings as a float32 (N, D) array."""
