@@ -211,8 +211,8 @@ def decoded_batches(work: Callable[[int], Any], rows: Sequence[Any], order: Sequ
             submit_next()
         while pending:
             chunk, futures = pending.popleft()
-            submit_next()
             results = dict(zip(chunk, (future.result() for future in futures), strict=True))
+            submit_next()  # now: while this batch is consumed, the next ones are prepared
             errors = {p: r for p, r in results.items() if isinstance(r, InputError)}
             if errors and on_error == "raise":
                 for _, waiting in pending:

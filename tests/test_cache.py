@@ -222,12 +222,13 @@ def test_the_key_scheme_is_part_of_the_space(tmp_path, monkeypatch):
 
 def test_text_identity_includes_normalize(tmp_path, embedded):
     texts = ["a fine film", "dull"]
-    TextEmbedder(cache=tmp_path).fit_transform(texts)
-    # MiniLM normalises inside its own pipeline, so the vectors agree; the key must not rely
-    # on that: another normalize setting is another space.
-    TextEmbedder(cache=tmp_path, normalize=False).fit_transform(texts)
-    assert embedded == [2, 2]
-    TextEmbedder(cache=tmp_path).fit_transform(texts[::-1])
+    unit = TextEmbedder(cache=tmp_path).fit_transform(texts)
+    raw = TextEmbedder(cache=tmp_path, normalize=False).fit_transform(texts)
+    assert embedded == [2, 2]  # another normalize setting is another space
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    again = TextEmbedder(cache=tmp_path, normalize=False).fit_transform(texts[::-1])
+    np.testing.assert_array_equal(again[::-1], raw)
+    np.testing.assert_array_equal(TextEmbedder(cache=tmp_path).fit_transform(texts), unit)
     assert embedded == [2, 2]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import TINY_CNN
 
-from sktransfer import ImageEmbedder, LicenseWarning, TextEmbedder
+from sktransfer import ImageEmbedder, TextEmbedder
 from sktransfer.diagnostics import (
     CORAL,
     ColorHistogram,
@@ -191,34 +191,24 @@ def test_image_baselines_name_bad_rows(bad_files):
 
     with pytest.raises(InputError, match="row 1"):
         DownsampledPixels().fit_transform([np.zeros((8, 8)), bad_files["text"]])
-    assert ColorHistogram(bins=8).fit_transform([np.zeros((8, 8, 3))]).sum() == pytest.approx(3)
+    half = np.zeros((8, 8, 3), np.uint8)
+    half[:4] = 255  # half the pixels black, half white, in every channel
+    expected = np.zeros(24, np.float32)
+    expected[[0, 7, 8, 15, 16, 23]] = 0.5
+    np.testing.assert_array_equal(ColorHistogram(bins=8).fit_transform([half])[0], expected)
 
 
-def test_licence_warnings_once_for_non_commercial_and_unknown(tmp_path):
-    from sktransfer.backbones import BackboneSpec, register_backbone
-    from sktransfer.backbones.timm import _create
+def test_public_functions_validate_their_parameters():
+    from sklearn.utils._param_validation import InvalidParameterError
 
-    state = _create(TINY_CNN).state_dict()
-    register_backbone(BackboneSpec(name="nc-weights", family="timm", load=lambda: state,
-                                   license="CC-BY-NC-4.0", architecture=TINY_CNN))
-    X = [np.zeros((8, 8))]
-    with pytest.warns(LicenseWarning, match="non-commercial"):
-        ImageEmbedder("nc-weights").fit(X)
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", LicenseWarning)
-        ImageEmbedder("nc-weights").fit(X)  # once per process
-        ImageEmbedder().fit(X)  # Apache-2.0: no warning
-        ImageEmbedder(TINY_CNN, weights="random").fit(X)  # random weights: no licence
-    import timm.models
-
-    net = _create(TINY_CNN)
-    timm.models.save_for_hf(net, tmp_path)
-    import json
-
-    config = json.loads((tmp_path / "config.json").read_text())
-    config["pretrained_cfg"].pop("license", None)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.warns(LicenseWarning, match="unknown licence"):
-        ImageEmbedder(str(tmp_path)).fit(X)
+    X, y = np.zeros((20, 3)), np.arange(20) % 2
+    for kwargs, name in [({"n_permutations": 0}, "n_permutations"),
+                         ({"max_samples": 1}, "max_samples"), ({"cv": 1}, "cv")]:
+        with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of domain_shift"):
+            domain_shift(X, X, **kwargs)
+    with pytest.raises(InvalidParameterError, match="'baselines' parameter of transfer_report"):
+        transfer_report(X, y, {"raw": None}, baselines="none")
+    with pytest.raises(InvalidParameterError, match="'alpha' parameter of transfer_report"):
+        transfer_report(X, y, {"raw": None}, alpha=1.5)
+    with pytest.raises(InvalidParameterError, match="'embedder' parameter of layer_sweep"):
+        layer_sweep(X, y, "test_efficientnet")

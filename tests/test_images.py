@@ -1,16 +1,25 @@
-"""Decoding, mode conversion, array rules and preprocessing (sktransfer._images)."""
+"""The image pipeline (sktransfer._images): timm's preprocessing, augmentation, batching."""
 
 from __future__ import annotations
 
-import io
+import threading
+import time
 
 import numpy as np
 import pytest
+import torch
+from conftest import TINY_CNN
 from PIL import Image
 
-from sktransfer._decode import RowProblem, array_to_image, load_image
-from sktransfer._images import Preprocessor
-from sktransfer._input import coerce_image_batch
+from sktransfer import ImageEmbedder, InputError
+from sktransfer._decode import load_image
+from sktransfer._images import (
+    PREFETCH,
+    Augment,
+    Preprocessor,
+    decoded_batches,
+    image_batches,
+)
 
 
 def assert_matches_timm(ours: np.ndarray, theirs: np.ndarray, std) -> None:
@@ -48,117 +57,122 @@ def test_preprocessing_of_portrait_and_tiny_images():
         assert_matches_timm(out, theirs(image).numpy(), config["std"])
 
 
-def test_exif_orientation_is_applied():
-    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
-    pixels[:, :20] = 255  # left half white
-    image = Image.fromarray(pixels)
-    exif = image.getexif()
-    exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", exif=exif)
-    loaded = load_image(buffer.getvalue())
-    assert loaded.size == (20, 40)  # width and height swapped
-    top = np.asarray(loaded)[:5].mean()
-    bottom = np.asarray(loaded)[-5:].mean()
-    assert top > 200 and bottom < 50  # clockwise: the white left half is now on top
+PREP = {"input_size": (3, 16, 16), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
+        "crop_pct": 0.8, "interpolation": "bilinear"}
 
 
-def _encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
+def noise(n, size=(24, 20), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def test_sixteen_bit_grey_png_is_scaled_not_clipped():
-    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
-    image = Image.fromarray(ramp)
-    assert image.mode.startswith("I;16")
-    rgb = np.asarray(load_image(_encoded(image)))
-    assert rgb.shape == (64, 64, 3)
-    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
-    assert 120 <= rgb[32, 0, 0] <= 135  # mid grey, not saturated white
-    assert (rgb[..., 0] == rgb[..., 2]).all()
+def test_batches_follow_the_order_and_equal_the_per_image_transform():
+    images, prep = noise(7), Preprocessor(PREP)
+    order = [6, 0, 3, 1, 5, 2, 4]
+    batches = list(image_batches(images, range(7), prep, batch_size=3, order=order, workers=2))
+    assert [b.positions for b in batches] == [[6, 0, 3], [1, 5, 2], [4]]
+    for batch in batches:
+        expected = np.stack([prep(load_image(images[p])) for p in batch.positions])
+        np.testing.assert_array_equal(batch.pixels.numpy(), expected)
+        assert batch.errors == {}
 
 
-def test_grey_palette_and_transparency_conversions():
-    grey = Image.fromarray(np.full((10, 10), 77, dtype=np.uint8))
-    assert np.asarray(load_image(_encoded(grey)))[0, 0].tolist() == [77, 77, 77]
-
-    palette = Image.fromarray(np.full((10, 10, 3), (200, 10, 10), dtype=np.uint8)).convert(
-        "P", palette=Image.Palette.ADAPTIVE, colors=4)
-    assert np.asarray(load_image(_encoded(palette)))[0, 0].tolist() == [200, 10, 10]
-
-    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
-    rgba[..., 0] = 255
-    rgba[:5, :, 3] = 255  # top half opaque red, bottom half fully transparent
-    loaded = np.asarray(load_image(_encoded(Image.fromarray(rgba, "RGBA"))))
-    assert loaded[0, 0].tolist() == [255, 0, 0]
-    assert loaded[9, 9].tolist() == [255, 255, 255]  # transparent -> white background
+def test_bad_rows_are_named_by_their_label_or_raise_the_first_one():
+    items = [*noise(2), "missing.png", np.zeros((0, 3, 3), np.uint8), *noise(1)]
+    labels = [10, 11, 12, 13, 14]
+    batches = list(image_batches(items, labels, Preprocessor(PREP), batch_size=4,
+                                 on_error="zeros"))
+    assert [b.positions for b in batches] == [[0, 1], [4]]
+    errors = batches[0].errors
+    assert sorted(errors) == [2, 3]
+    assert str(errors[2]) == "row 12: file not found: missing.png"
+    assert str(errors[3]).startswith("row 13: array of shape (0, 3, 3)")
+    with pytest.raises(InputError, match=r"^row 12: file not found"):
+        list(image_batches(items, labels, Preprocessor(PREP), batch_size=4))
 
 
-@pytest.mark.parametrize(
-    ("array", "expected"),
-    [
-        (np.full((4, 4), 10, dtype=np.uint8), [10, 10, 10]),
-        (np.full((4, 4, 1), 10, dtype=np.uint8), [10, 10, 10]),
-        (np.full((4, 4), 65535, dtype=np.uint16), [255, 255, 255]),
-        (np.full((4, 4, 3), 0.5, dtype=np.float32), [128, 128, 128]),
-        (np.ones((4, 4), dtype=bool), [255, 255, 255]),
-        (np.full((4, 4, 3), 200, dtype=np.int64), [200, 200, 200]),
-    ],
-)
-def test_array_dtypes(array, expected):
-    assert np.asarray(load_image(array))[0, 0].tolist() == expected
+def test_raising_keeps_the_batches_before_the_bad_one():
+    items = [*noise(4), "missing.png"]
+    seen = []
+    with pytest.raises(InputError, match="row 4"):
+        for batch in image_batches(items, range(5), Preprocessor(PREP), batch_size=2):
+            seen.extend(batch.positions)
+    assert seen == [0, 1, 2, 3]
 
 
-BAD_ARRAYS = [
-        (np.full((4, 4, 3), 2.0), r"must lie in \[0, 1\]"),
-        (np.full((4, 4, 3), np.nan), "NaN"),
-        (np.full((4, 4), 300, dtype=np.int32), "0..255"),
-        (np.zeros((3, 32, 32), dtype=np.uint8), "channels-first"),
-        (np.zeros((4, 4, 5), dtype=np.uint8), "not an image"),
-        (np.zeros((0, 4), dtype=np.uint8), "no pixels"),
-        (np.zeros((4, 4), dtype=complex), "dtype complex"),
-        (np.zeros((0, 0, 3), dtype=np.uint8), "no pixels"),
-]
+def test_prefetch_is_bounded():
+    """However long the input, at most PREFETCH batches are being prepared at once."""
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def work(position):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+        return position
+
+    started = []
+    for positions, results, _ in decoded_batches(work, range(200), range(200), batch_size=4,
+                                                 workers=64, on_error="raise"):
+        assert results == positions
+        started.append(len(positions))
+        time.sleep(0.01)  # a slow consumer: the producer must wait, not run ahead
+    assert sum(started) == 200
+    assert peak[0] <= PREFETCH * 4
 
 
-@pytest.mark.parametrize(("array", "message"), BAD_ARRAYS)
-def test_bad_arrays_say_what_is_wrong(array, message):
-    with pytest.raises(RowProblem, match=message):
-        array_to_image(array)
+def test_augmentation_crops_the_resized_image_and_flips():
+    prep = Preprocessor(PREP)  # resize shorter side to 20, crop 16
+    image = Image.fromarray(noise(1, size=(40, 50))[0])
+    resized = np.asarray(image.resize((25, 20), Image.Resampling.BILINEAR))
+    corner = prep.crop(image, Augment(top=0.0, left=0.0, flip=False))
+    np.testing.assert_array_equal(corner, resized[:16, :16])
+    far = prep.crop(image, Augment(top=0.999, left=0.999, flip=True))
+    np.testing.assert_array_equal(far, resized[4:20, 9:25][:, ::-1])
 
 
-@pytest.mark.parametrize("cache", [False, True])
-def test_bad_arrays_reach_the_user_as_row_errors_through_the_embedder(cache, tmp_path):
-    # content keys are computed before decoding: they must not crash on any of these
-    from conftest import TINY_CNN
+def test_augmentation_is_seeded_whatever_the_threads():
+    images, prep = noise(9), Preprocessor(PREP)
 
-    from sktransfer import ImageEmbedder
-    from sktransfer.exceptions import InputError
+    def draw(workers):
+        rng = np.random.default_rng(5)
+        return torch.cat([b.pixels for b in image_batches(images, range(9), prep, batch_size=4,
+                                                          workers=workers, rng=rng)])
 
-    good = np.zeros((8, 8, 3), dtype=np.uint8)
-    embedder = ImageEmbedder(TINY_CNN, weights="random",
-                             cache=tmp_path if cache else None).fit([good])
-    for array, message in BAD_ARRAYS:
-        with pytest.raises(InputError, match=f"row 1: .*{message}"):
-            embedder.transform([good, array])
-
-
-def test_batch_arrays_are_split_per_image():
-    assert len(coerce_image_batch(np.zeros((5, 8, 8), dtype=np.uint8))) == 5
-    assert coerce_image_batch(np.zeros((5, 8, 8, 3), dtype=np.uint8))[0].shape == (8, 8, 3)
-    digits = coerce_image_batch(np.zeros((3, 64)))
-    assert digits[0].shape == (8, 8)
-    assert coerce_image_batch([np.zeros((8, 8))]) is None
-    with pytest.raises(ValueError, match="not a square number"):
-        coerce_image_batch(np.zeros((3, 10)))
-    with pytest.raises(ValueError, match="transpose"):
-        coerce_image_batch(np.zeros((2, 3, 16, 16)))
+    first = draw(1)
+    assert torch.equal(first, draw(4))
+    evaluation = torch.cat([b.pixels for b in image_batches(images, range(9), prep,
+                                                            batch_size=4)])
+    assert not torch.equal(first, evaluation)
 
 
-def test_decompression_bomb_guard_stays_on(monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # bomb = over 2000 pixels
-    data = _encoded(Image.new("L", (100, 100)))
-    with pytest.raises(RowProblem, match="decompression-bomb"):
-        load_image(data)
+def test_fine_tuning_sees_exactly_the_embedders_input(photo_files, monkeypatch):
+    """For the same model and image, the fine-tuning classifier's evaluation input is
+    bit-identical to ImageEmbedder's preprocessed input (JPEG files decoded at reduced size,
+    the model's own interpolation and crop)."""
+    from sktransfer.backbones import _engines
+    from sktransfer.finetune import FineTunedImageClassifier
+
+    seen = []
+    real = _engines._EagerEngine.__call__
+
+    def spy(self, batch):
+        seen.append(batch.clone())
+        return real(self, batch)
+
+    monkeypatch.setattr(_engines._EagerEngine, "__call__", spy)
+    files = [str(p) for p in photo_files]
+    ImageEmbedder(TINY_CNN, weights="random", backend="torch").fit_transform(files)
+    embedder_input = torch.cat(seen)
+
+    clf = FineTunedImageClassifier(TINY_CNN, weights="random", max_epochs=1, batch_size=4,
+                                   validation_fraction=0.5, random_state=0)
+    clf.fit(files + files, [0, 1] * len(files))
+    inputs = []
+    real_forward = clf.net_.forward
+    monkeypatch.setattr(clf.net_, "forward", lambda x: inputs.append(x.clone()) or
+                        real_forward(x))
+    clf.predict_proba(files)
+    assert torch.equal(torch.cat(inputs), embedder_input)

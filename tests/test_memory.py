@@ -44,5 +44,4 @@ def test_peak_memory_is_a_few_batches_not_the_decoded_dataset(tmp_path):
     decoded = float(line.split("all_decoded_mb=")[1])
     assert line.startswith("(120, 256)")
     # Holding the decoded images would take ~1.5 GB; two batches in flight take ~200 MB.
-    assert growth < 300, line
-    assert decoded > 1400
+    assert growth < min(300, decoded / 4), line

@@ -96,8 +96,12 @@ def test_whole_input_problems():
 
 
 def test_normalize_false_keeps_raw_lengths():
-    raw = TextEmbedder(normalize=False).fit_transform(TEXTS)
-    assert raw.shape == (4, 384) and np.isfinite(raw).all()
+    """MiniLM ends in its own Normalize module: normalize=False must skip it too."""
+    raw = TextEmbedder(normalize=False, precision="float32").fit_transform(TEXTS)
+    unit = TextEmbedder(precision="float32").fit_transform(TEXTS)
+    lengths = np.linalg.norm(raw, axis=1)
+    assert (lengths > 2).all() and np.ptp(lengths) > 0.1, lengths
+    np.testing.assert_allclose(raw / lengths[:, None], unit, atol=1e-5)
 
 
 def test_pandas_output_names(embedder):

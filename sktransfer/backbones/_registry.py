@@ -39,10 +39,19 @@ def register_backbone(spec: BackboneSpec, *, aliases: tuple[str, ...] = ()) -> B
     return spec
 
 
-def get_backbone_spec(name: str) -> BackboneSpec | None:
-    """The registered spec for ``name``, or None when it is not registered."""
+_KINDS = {"timm": "an image", "sentence": "a text"}
+
+
+def get_backbone_spec(name: str, family: Family | None = None) -> BackboneSpec | None:
+    """The registered spec for ``name``, or None when it is not registered.
+
+    With ``family``, a name registered for another family is a ValueError saying so.
+    """
     _ensure_builtins()
-    return _REGISTRY.get(name)
+    spec = _REGISTRY.get(name)
+    if spec is not None and family is not None and spec.family != family:
+        raise ValueError(f"'{name}' is {_KINDS[spec.family]} model, not {_KINDS[family]} model")
+    return spec
 
 
 def list_backbones(family: Family | None = None) -> list[dict[str, Any]]:

@@ -134,9 +134,7 @@ def get_sentence_backbone(model: str, device: str, trust_remote_code: bool) -> S
 def _load(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:
     from sentence_transformers import SentenceTransformer
 
-    spec = get_backbone_spec(model)
-    if spec is not None and spec.family != "sentence":
-        raise ValueError(f"'{model}' is a {spec.family} model, not a text model")
+    spec = get_backbone_spec(model, "sentence")
     if spec is not None:
         folder, license_ = Path(spec.load()), spec.license
     elif Path(model).expanduser().is_dir():

@@ -216,9 +216,7 @@ def get_timm_backbone(model: str, weights: str, device: str) -> TimmBackbone:
 def _load(model: str, weights: str, device: str) -> TimmBackbone:
     import timm
 
-    spec = get_backbone_spec(model)
-    if spec is not None and spec.family != "timm":
-        raise ValueError(f"'{model}' is a {spec.family} model, not an image model")
+    spec = get_backbone_spec(model, "timm")
     if spec is not None:
         net = _create(spec.architecture)
         if weights == "pretrained":

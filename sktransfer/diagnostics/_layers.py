@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.utils._param_validation import HasMethods, validate_params
 
 from sktransfer.diagnostics._common import fixed_splits, fold_scores, supervised_defaults
 
@@ -42,6 +43,12 @@ class LayerSweep:
         return self.table.to_string(float_format=lambda v: f"{v:.3f}")
 
 
+@validate_params(
+    {"X": ["array-like"], "y": ["array-like"], "embedder": [HasMethods(["fit", "transform"])],
+     "layers": [None, list], "cv": ["cv_object"], "groups": [None, "array-like"],
+     "scoring": [None, str], "head": [None, HasMethods(["fit", "predict"])]},
+    prefer_skip_nested_validation=True,
+)
 def layer_sweep(X: Any, y: Any, embedder: Any, layers: list[int | None] | None = None, *,
                 cv: Any = 5, groups: Any = None, scoring: str | None = None,
                 head: Any = None) -> LayerSweep:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from sklearn.base import clone
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 
 from sktransfer.diagnostics._common import fixed_splits, fold_scores, supervised_defaults
 
@@ -72,6 +74,15 @@ class TransferReport:
         return self.table.to_string(float_format=lambda v: f"{v:.3f}")
 
 
+@validate_params(
+    {"X": ["array-like"], "y": ["array-like"], "candidates": [dict],
+     "baselines": [dict, StrOptions({"auto"})], "cv": ["cv_object"],
+     "groups": [None, "array-like"], "scoring": [None, str],
+     "head": [None, HasMethods(["fit", "predict"])],
+     "alpha": [Interval(Real, 0, 1, closed="neither")],
+     "margin": [Interval(Real, 0, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
 def transfer_report(
     X: Any,
     y: Any,
@@ -129,8 +140,6 @@ def transfer_report(
     if not candidates:
         raise ValueError("give at least one candidate")
     if isinstance(baselines, str):
-        if baselines != "auto":
-            raise ValueError(f"baselines must be a dict or 'auto', got {baselines!r}")
         baselines = auto_baselines(candidates)
     if not baselines:
         raise ValueError("give at least one baseline to compare with")

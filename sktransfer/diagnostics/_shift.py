@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
 
 @dataclass
@@ -49,6 +51,15 @@ class DomainShift:
                 f"{self.p_value:.3g}); {self.reading}")
 
 
+@validate_params(
+    {"X_source": ["array-like"], "X_target": ["array-like"],
+     "embedder": [None, HasMethods(["fit", "transform"])],
+     "n_permutations": [Interval(Integral, 1, None, closed="left")],
+     "max_samples": [Interval(Integral, 2, None, closed="left")],
+     "cv": [Interval(Integral, 2, None, closed="left")],
+     "random_state": [Interval(Integral, 0, None, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
 def domain_shift(X_source: Any, X_target: Any, embedder: Any = None, *, n_permutations: int = 500,
                  max_samples: int = 1000, cv: int = 5, random_state: int = 0) -> DomainShift:
     """Measure the shift between two datasets in an embedding space.
