@@ -79,8 +79,12 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.n_features_out_ = self._n_features(backbone)
         self.weights_digest_ = backbone.digest
         self.license_ = backbone.license
+        self._record_fit(backbone)
         warn_about_license(self.model, self.license_)
         return self
+
+    def _record_fit(self, backbone: Any) -> None:
+        """Record what a subclass adds to the fitted attributes (nothing by default)."""
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed every sample of ``X``.

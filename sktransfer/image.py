@@ -108,6 +108,10 @@ class ImageEmbedder(BaseEmbedder):
         SHA-256 of the backbone's weights; a pickled embedder refuses other weights.
     license_ : str
         Licence of the pretrained weights.
+    n_layers_ : int
+        How many inner layers the model exposes to ``layer=``.
+    layer_widths_ : list of int
+        The width of each requested layer's block of output columns, in order.
     n_features_in_ : int
         Only when fitted on a 2-D array or frame: its number of columns.
 
@@ -174,18 +178,9 @@ class ImageEmbedder(BaseEmbedder):
         self.progress = progress
         self.cache = cache
 
-    def fit(self, X: Any, y: Any = None) -> ImageEmbedder:
-        """Check the parameters and the input, and record what the embedding will be.
-
-        Besides the attributes every embedder records, ``n_layers_`` (how many inner layers
-        the model exposes to ``layer=``) and ``layer_widths_`` (the width of each requested
-        layer's block of columns, in order).
-        """
-        super().fit(X, y)
-        backbone = self._get_backbone()
+    def _record_fit(self, backbone: Any) -> None:
         self.n_layers_ = backbone.n_layers
         self.layer_widths_ = backbone.output_dims(self._layers, self._pool)
-        return self
 
     def _get_backbone(self) -> Any:
         from sktransfer.backbones._runtime import resolve_device

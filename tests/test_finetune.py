@@ -101,6 +101,7 @@ def test_a_seed_gives_identical_results():
     assert [h["train_loss"] for h in a.history_] == [h["train_loss"] for h in b.history_]
     c = tiny(random_state=1).fit(X, y)
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+    assert a.license_ == "none (random weights)"
 
 
 def test_clone_pickle_and_a_fresh_process(tmp_path):
