@@ -25,7 +25,8 @@ SECTIONS = {
                    "sktransfer.compose.WithMissingIndicator"],
     "Datasets": ["sktransfer.datasets.load_elpv", "sktransfer.datasets.load_rotten_tomatoes"],
     "Errors and warnings": ["sktransfer.InputError", "sktransfer.ModelUnavailableError",
-                            "sktransfer.WeightsMismatchError", "sktransfer.EmbeddingWarning",
+                            "sktransfer.WeightsMismatchError", "sktransfer.NonFiniteOutputError",
+                            "sktransfer.CacheError", "sktransfer.EmbeddingWarning",
                             "sktransfer.LicenseWarning"],
 }
 

@@ -19,6 +19,8 @@ _LAZY = {
     "InputError": "sktransfer.exceptions",
     "ModelUnavailableError": "sktransfer.exceptions",
     "WeightsMismatchError": "sktransfer.exceptions",
+    "NonFiniteOutputError": "sktransfer.exceptions",
+    "CacheError": "sktransfer.exceptions",
     "EmbeddingWarning": "sktransfer.exceptions",
     "LicenseWarning": "sktransfer.exceptions",
     "FeatureCache": "sktransfer.cache",

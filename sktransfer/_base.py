@@ -21,9 +21,15 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
+from sktransfer._input import column_name, materialize
 from sktransfer.backbones._registry import warn_about_license
 from sktransfer.cache import KEY_SCHEME, FeatureCache, as_feature_cache
-from sktransfer.exceptions import EmbeddingWarning, InputError, WeightsMismatchError
+from sktransfer.exceptions import (
+    EmbeddingWarning,
+    InputError,
+    NonFiniteOutputError,
+    WeightsMismatchError,
+)
 
 # Bump when a change to sktransfer changes the vectors it computes: old cache entries then
 # live in other spaces and are never returned.
@@ -40,7 +46,9 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     building anything), ``_identity(backbone, plan)`` (everything that determines the output),
     ``_content_key(item)`` (a digest of one sample's content, or None) and
     ``_embed_batches(items, rows, backbone, plan)``, which yields the plan that actually runs
-    and then, batch by batch, ``(positions, vectors, errors)``.
+    and then, batch by batch, ``(positions, vectors, errors, keys)``: ``keys`` holds, where
+    not None, the content key of what was really embedded (a file read once, its bytes
+    hashed and decoded), which the cache stores under instead of the key looked up.
     """
 
     _learns_nothing = True  # fit records settings only: features can be computed once
@@ -74,7 +82,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self : object
         """
         self._validate_params()
-        self._items(X, reset=True)
+        self._items(materialize(X), reset=True)
         backbone = self._get_backbone()
         self.n_features_out_ = self._n_features(backbone)
         self.weights_digest_ = backbone.digest
@@ -86,6 +94,11 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def _record_fit(self, backbone: Any) -> None:
         """Record what a subclass adds to the fitted attributes (nothing by default)."""
 
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X).transform(X)``; a generator is read once, not consumed by ``fit``."""
+        X = materialize(X)
+        return self.fit(X, y, **fit_params).transform(X)
+
     def transform(self, X: Any) -> np.ndarray:
         """Embed every sample of ``X``.
 
@@ -96,11 +109,13 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         check_is_fitted(self, "n_features_out_")
         items = self._items(X, reset=False)
-        return self.embed_rows(items, range(len(items)))
+        return self.embed_rows(items, range(len(items)), column=column_name(X))
 
-    def embed_rows(self, items: Sequence[Any], rows: Sequence[Any]) -> np.ndarray:
+    def embed_rows(self, items: Sequence[Any], rows: Sequence[Any],
+                   column: str | None = None) -> np.ndarray:
         """Embed ``items`` (a list of samples) whose errors and warnings call ``items[i]``
-        row ``rows[i]``: for callers that embed a subset of a larger input.
+        row ``rows[i]`` (of DataFrame column ``column``, if given): for callers that embed a
+        subset of a larger input.
 
         Returns a plain float32 array (no ``set_output`` container).
         """
@@ -111,10 +126,15 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 f"{type(self).__name__} was fitted with weights {self.weights_digest_[:12]}… but "
                 f"model {self.model!r} now loads weights {backbone.digest[:12]}…; refit it"
             )
-        return self._embed_with_cache(list(items), backbone, list(rows))
+        try:
+            return self._embed_with_cache(list(items), backbone, list(rows), column)
+        except InputError as error:
+            if column is None or error.column is not None:
+                raise
+            raise InputError(error.row, error.problem, column) from None
 
-    def _embed_with_cache(self, items: list[Any], backbone: Any, labels: list[Any]
-                          ) -> np.ndarray:
+    def _embed_with_cache(self, items: list[Any], backbone: Any, labels: list[Any],
+                          column: str | None = None) -> np.ndarray:
         """Embed each distinct sample once, reading the feature cache first and storing each
         finished batch in it as soon as it is done."""
         n = len(items)
@@ -142,7 +162,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             for errors in self._run(todo, items, keys, labels, backbone, plan, cache, out):
                 failed_rows.update(errors)
         out = out[owner]
-        failed = {row: InputError(labels[row], failed_rows[int(owner[row])].problem)
+        failed = {row: InputError(labels[row], failed_rows[int(owner[row])].problem, column)
                   for row in range(n) if int(owner[row]) in failed_rows}
         return self._fill(out, failed)
 
@@ -157,21 +177,36 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         space, description = self._space(backbone, plan) if cache is not None else (None, None)
         bar = _progress_bar(self.progress, len(todo), type(self).__name__)
         try:
-            for positions, vectors, errors in batches:
-                if vectors.shape[1:] != (self.n_features_out_,):
-                    raise RuntimeError(f"{self.model!r} returned {vectors.shape[1:]} features "
-                                       f"per sample where {self.n_features_out_} were expected")
+            for positions, vectors, errors, decoded in batches:
                 done = todo[positions]
+                self._check_output(vectors, [labels[row] for row in done])
                 out[done] = vectors
                 if cache is not None:
-                    new = [row for row in done if keys[row] is not None]
-                    cache.store(space, [keys[row] for row in new], out[new], description)
+                    stored = [(row, found or keys[row]) for row, found in
+                              zip(done, decoded, strict=True) if (found or keys[row])]
+                    cache.store(space, [key for _, key in stored],
+                                out[[row for row, _ in stored]], description)
                 if bar is not None:
                     bar.update(len(positions) + len(errors))
                 yield {int(todo[position]): error for position, error in errors.items()}
         finally:
             if bar is not None:
                 bar.close()
+
+    def _check_output(self, vectors: np.ndarray, rows: list[Any]) -> None:
+        """Refuse vectors of the wrong width, and NaN or infinite ones (broken weights, an
+        overflow): a silently wrong vector would poison every model trained on it."""
+        if vectors.shape[1:] != (self.n_features_out_,):
+            raise RuntimeError(f"{self.model!r} returned {vectors.shape[1:]} features per "
+                               f"sample where {self.n_features_out_} were expected")
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if len(bad):
+            shown = ", ".join(str(rows[i]) for i in bad[:10])
+            more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+            raise NonFiniteOutputError(
+                f"model {self.model!r} produced NaN or infinite values for rows {shown}{more}; "
+                "its weights may be broken (check the checkpoint), or the precision too low "
+                "for it (try precision='float32')")
 
     def _space(self, backbone: Any, plan: Any) -> tuple[str, dict[str, Any]]:
         """The cache space: a digest of everything that determines the output."""

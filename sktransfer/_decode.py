@@ -9,9 +9,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,77 @@ _SIXTEEN_TO_EIGHT = 257.0  # 65535 / 255
 _BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
 
 
+DEFAULT_MAX_FILE_BYTES = 256 * 2**20
+_CHUNK = 2**20  # bytes hashed at a time
+
+
 class RowProblem(Exception):
     """What is wrong with one item; the caller adds the row number."""
+
+
+def max_file_bytes() -> int:
+    """The largest image file read, in bytes: ``SKTRANSFER_MAX_FILE_BYTES`` or 256 MiB.
+
+    Checked before a file is read, so a huge or endless input (``/dev/zero``, a sparse file)
+    is refused as a row error instead of filling memory.
+    """
+    value = os.environ.get("SKTRANSFER_MAX_FILE_BYTES")
+    return int(value) if value else DEFAULT_MAX_FILE_BYTES
+
+
+def _open_image_file(item: str | os.PathLike) -> tuple[Any, int]:
+    """An open binary handle on a regular image file and its size, checked before any read.
+
+    FIFOs, sockets and devices are refused without blocking (the file is opened
+    non-blocking and checked with ``fstat``, so one swapped in after a ``stat`` is caught).
+    """
+    text = os.fspath(item)
+    if isinstance(text, str) and text.startswith(("http://", "https://")):
+        raise RowProblem(f"{text!r} is a URL; sktransfer reads local files only, download it first")
+    try:
+        descriptor = os.open(text, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise RowProblem(f"file not found: {text}") from None
+    except IsADirectoryError:
+        raise RowProblem(f"{text} is a directory, not an image file") from None
+    except PermissionError:
+        raise RowProblem(f"permission denied: {text}") from None
+    except (OSError, ValueError) as error:
+        raise RowProblem(f"cannot read {text}: {getattr(error, 'strerror', None) or error}"
+                         ) from None
+    info = os.fstat(descriptor)
+    problem = None
+    if stat.S_ISDIR(info.st_mode):
+        problem = f"{text} is a directory, not an image file"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = f"{text} is not a regular file (a FIFO, socket or device), not an image file"
+    elif info.st_size == 0:
+        problem = f"{text} is empty (0 bytes)"
+    elif info.st_size > max_file_bytes():
+        problem = (f"{text} is {info.st_size:,} bytes, over the limit of {max_file_bytes():,} "
+                   "for one image file (SKTRANSFER_MAX_FILE_BYTES raises it)")
+    if problem:
+        os.close(descriptor)
+        raise RowProblem(problem)
+    return os.fdopen(descriptor, "rb"), info.st_size
+
+
+def read_image_file(item: str | os.PathLike) -> bytes:
+    """The bytes of an image file, read once, after the checks of :func:`_open_image_file`."""
+    handle, _ = _open_image_file(item)
+    limit = max_file_bytes()
+    with handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise RowProblem(f"cannot read {os.fspath(item)}: {error.strerror or error}"
+                             ) from None
+    if len(data) > limit:
+        raise RowProblem(f"{os.fspath(item)} grew past the limit of {limit:,} bytes while it "
+                         "was read")
+    if not data:
+        raise RowProblem(f"{os.fspath(item)} is empty (0 bytes)")
+    return data
 
 
 def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
@@ -78,16 +147,18 @@ class _FileDigests:
         return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
     def get(self, path: Any) -> bytes | None:
-        """The digest of the file's bytes (as for the same bytes passed directly), or None."""
+        """The digest of the file's bytes (as for the same bytes passed directly), or None
+        when it is not a readable regular file within the size limit (decoding then says
+        why). The file is hashed in chunks: memory does not grow with its size."""
         try:
             before = self.stamp(path)
             known = self.digests.get(before)
             if known is not None:
                 return known
             started = time.time_ns()
-            digest = content_digest(b"encoded:", Path(path).read_bytes())
+            digest = _hash_file(path)
             after = self.stamp(path)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RowProblem):
             return None
         if after == before and max(before[3], before[4]) < started - self.settled_ns:
             with self.lock:
@@ -98,6 +169,34 @@ class _FileDigests:
 
 
 _FILE_DIGESTS = _FileDigests()
+
+
+def _hash_file(path: Any) -> bytes:
+    import blake3
+
+    handle, _ = _open_image_file(path)
+    digest, total, limit = blake3.blake3(b"encoded:"), 0, max_file_bytes()
+    with handle:
+        while chunk := handle.read(_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise RowProblem("grew past the size limit while it was hashed")
+            digest.update(chunk)
+    return digest.digest(16)
+
+
+def load_image_keyed(item: Any, *, draft: tuple[int, int] | None = None
+                     ) -> tuple[Any, bytes | None]:
+    """:func:`load_image`, plus for a file the content key of the very bytes decoded.
+
+    A cache must store a file's vector under the key of what was decoded, not of what was
+    hashed earlier: the file may have been replaced in between.
+    """
+    if isinstance(item, (str, os.PathLike)):
+        data = read_image_file(item)
+        return _decode(io.BytesIO(data), os.fspath(item), draft), content_digest(b"encoded:",
+                                                                                 data)
+    return load_image(item, draft=draft), None
 
 
 def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:
@@ -119,7 +218,7 @@ def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:
             raise RowProblem("empty bytes (0 bytes), not an image")
         return _decode(io.BytesIO(bytes(item)), "bytes", draft)
     if isinstance(item, (str, os.PathLike)):
-        return _decode_path(item, draft)
+        return _decode(io.BytesIO(read_image_file(item)), os.fspath(item), draft)
     if item is None or (isinstance(item, float) and math.isnan(item)):
         raise RowProblem("missing image (None/NaN)")
     raise RowProblem(
@@ -128,33 +227,12 @@ def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:
     )
 
 
-def _decode_path(item: str | os.PathLike, draft: tuple[int, int] | None = None) -> Any:
-    text = os.fspath(item)
-    if isinstance(text, str) and text.startswith(("http://", "https://")):
-        raise RowProblem(f"{text!r} is a URL; sktransfer reads local files only, download it first")
-    path = Path(text)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise RowProblem(f"file not found: {text}") from None
-    except OSError as error:
-        raise RowProblem(f"cannot read {text}: {error.strerror or error}") from None
-    if path.is_dir():
-        raise RowProblem(f"{text} is a directory, not an image file")
-    if size == 0:
-        raise RowProblem(f"{text} is empty (0 bytes)")
-    try:
-        with open(path, "rb") as handle:
-            return _decode(handle, text, draft)
-    except PermissionError:
-        raise RowProblem(f"permission denied: {text}") from None
-
-
 def _decode(source: Any, name: str, draft: tuple[int, int] | None = None) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
+            _check_pixels(image, name)
             if draft is not None and image.format == "JPEG":
                 # EXIF rotation may swap the sides: both must stay large enough either way.
                 side = max(draft)
@@ -168,6 +246,18 @@ def _decode(source: Any, name: str, draft: tuple[int, int] | None = None) -> Any
         raise RowProblem(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise RowProblem(f"{name} cannot be decoded (truncated or corrupt: {error})") from None
+
+
+def _check_pixels(image: Any, name: str) -> None:
+    """Refuse, before decoding, an image larger than Pillow's warning limit."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit and width * height > limit:
+        raise RowProblem(f"{name} is {width}×{height} = {width * height:,} pixels, over the "
+                         f"limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS; raise it to accept "
+                         "larger images, at the cost of their memory)")
 
 
 def array_to_image(array: np.ndarray) -> Any:
@@ -224,7 +314,9 @@ def _to_rgb(image: Any) -> Any:
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode == "I":  # 32-bit integers: the rule of integer arrays (0..255, else an error)
+        return array_to_image(np.asarray(image)).convert("RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         grey = np.asarray(image).astype(np.float64)
         grey = np.clip(np.rint(grey / _SIXTEEN_TO_EIGHT), 0, EIGHT_BIT_MAX).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from sktransfer._decode import EIGHT_BIT_MAX, RowProblem, load_image
+from sktransfer._decode import EIGHT_BIT_MAX, RowProblem, load_image_keyed
 from sktransfer.exceptions import InputError
 
 _MARGIN = 4  # output pixels: covers the support of every Pillow filter (lanczos: 3)
+_MAX_RESIZED_PIXELS = 2**22  # beyond this a resize is boxed on both axes (12 MiB as RGB)
 _PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
@@ -82,20 +83,41 @@ class Preprocessor:
         left = round((new_w - self.width) / 2.0)
         if top < 0 or left < 0:  # the crop is larger than the resized image: timm pads
             return self._centre(image.resize((new_w, new_h), self.resample))
-        # Only the columns that survive the crop are resampled (most photos are landscape, so
-        # that is where the work is): Pillow's resize(box=...) then samples the same positions
-        # as a full resize. A margin of _MARGIN output pixels keeps the filter's support
-        # inside the box (Pillow clamps it to the box). Rows are not boxed: Pillow's vertical
-        # box offset moves samples (measured: up to 19 levels on noise), its horizontal one
-        # does not (at most one level in a few pixels).
-        m_left = min(_MARGIN, left)
-        m_right = min(_MARGIN, new_w - left - self.width)
-        x0, x1 = left - m_left, left + self.width + m_right
-        sx = width / new_w
-        resized = image.resize((x1 - x0, new_h), self.resample,
-                               box=(x0 * sx, 0.0, x1 * sx, float(height)))
-        resized = resized.crop((m_left, top, m_left + self.width, top + self.height))
-        return np.asarray(resized, dtype=np.uint8)
+        return self._region(image, (new_w, new_h), left, top, box_columns=True)
+
+    def _region(self, image: Any, size: tuple[int, int], left: int, top: int, *,
+                box_columns: bool) -> np.ndarray:
+        """The (height, width) crop at (left, top) of ``image`` resized to ``size``.
+
+        With ``box_columns``, only the columns that survive the crop are resampled (most
+        photos are landscape, so that is where the work is): Pillow's resize(box=...) then
+        samples the same positions as a full resize. A margin of _MARGIN output pixels keeps
+        the filter's support inside the box (Pillow clamps it to the box). Rows are boxed only
+        when the resized image would exceed ``_MAX_RESIZED_PIXELS`` (an image tens of times
+        taller than wide): Pillow's vertical box offset moves samples (measured: up to 19
+        levels on noise), its horizontal one does not (at most one level in a few pixels), so
+        that case trades exactness for memory bounded by the crop.
+        """
+        new_w, new_h = size
+        width, height = image.size
+        x0, x1 = 0, new_w
+        if box_columns:
+            x0 = left - min(_MARGIN, left)
+            x1 = left + self.width + min(_MARGIN, new_w - left - self.width)
+        y0, y1 = 0, new_h
+        if (x1 - x0) * new_h > _MAX_RESIZED_PIXELS:
+            y0 = top - min(_MARGIN, top)
+            y1 = top + self.height + min(_MARGIN, new_h - top - self.height)
+        if (x0, x1, y0, y1) == (0, new_w, 0, new_h) and not box_columns:
+            resized = image.resize(size, self.resample)
+        else:
+            sx, sy = width / new_w, height / new_h
+            box = (x0 * sx, 0.0 if y0 == 0 else y0 * sy, x1 * sx,
+                   float(height) if y1 == new_h else y1 * sy)
+            resized = image.resize((x1 - x0, y1 - y0), self.resample, box=box)
+        region = resized.crop((left - x0, top - y0, left - x0 + self.width,
+                               top - y0 + self.height))
+        return np.asarray(region, dtype=np.uint8)
 
     def _augmented(self, image: Any, augment: Augment) -> np.ndarray:
         if self._fallback is not None:
@@ -109,11 +131,10 @@ class Preprocessor:
             new_long = int(self.scale[0] * long / short)
             new_w, new_h = ((self.scale[0], new_long) if width <= height
                             else (new_long, self.scale[0]))
-        resized = image.resize((new_w, new_h), self.resample)
         top = math.floor(augment.top * (max(new_h - self.height, 0) + 1))
         left = math.floor(augment.left * (max(new_w - self.width, 0) + 1))
-        pixels = np.asarray(resized.crop((left, top, left + self.width, top + self.height)),
-                            dtype=np.uint8)
+        big = new_w * new_h > _MAX_RESIZED_PIXELS
+        pixels = self._region(image, (new_w, new_h), left, top, box_columns=big)
         return np.ascontiguousarray(pixels[:, ::-1]) if augment.flip else pixels
 
     def _centre(self, image: Any) -> np.ndarray:
@@ -168,12 +189,14 @@ class Batch:
     ``positions``: the positions (in the items given) of the rows of ``pixels``;
     ``pixels``: their normalised float32 tensor (n, 3, H, W), or None when every row failed;
     ``errors``: position -> error, for the items of this batch that could not be read
-    (under ``on_error`` other than ``"raise"``).
+    (under ``on_error`` other than ``"raise"``); ``keys``: for each of ``positions``, the
+    content key of the bytes decoded when the item is a file (None otherwise).
     """
 
     positions: list[int]
     pixels: Any
     errors: dict[int, InputError]
+    keys: list[bytes | None]
 
 
 PREFETCH = 2  # batches in preparation at once, the one being waited for included
@@ -260,11 +283,12 @@ def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preproc
     augments = ({position: Augment.draw(rng) for position in order}
                 if rng is not None else {})
 
-    def work(position: int) -> np.ndarray:
-        return preprocess.crop(load_image(items[position], draft=draft),
-                               augments.get(position))
+    def work(position: int) -> tuple[np.ndarray, bytes | None]:
+        image, key = load_image_keyed(items[position], draft=draft)
+        return preprocess.crop(image, augments.get(position)), key
 
-    for positions, crops, errors in decoded_batches(work, rows, order, batch_size=batch_size,
-                                                    workers=workers, on_error=on_error):
-        pixels = preprocess.normalize(np.stack(crops)) if crops else None
-        yield Batch(positions, pixels, errors)
+    for positions, results, errors in decoded_batches(work, rows, order, batch_size=batch_size,
+                                                      workers=workers, on_error=on_error):
+        pixels = preprocess.normalize(np.stack([crop for crop, _ in results])) if results \
+            else None
+        yield Batch(positions, pixels, errors, [key for _, key in results])

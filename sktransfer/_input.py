@@ -7,7 +7,7 @@ every estimator, the image pipeline and the diagnostics can use it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,11 @@ def as_sequence(X: Any, what: str) -> Sequence[Any]:
     >>> list(as_sequence(pd.DataFrame({"review": ["fine", "dull"]}), "texts"))
     ['fine', 'dull']
     """
+    X = _array_protocol(X)
     reject_unusable_matrices(X, what)
+    if isinstance(X, Mapping):
+        raise TypeError(f"expected a sequence of {what}, got a {type(X).__name__}: a mapping "
+                        "would be read by its keys; pass list(X.values()) for its values")
     name = type(X).__module__.split(".")[0]
     if name in ("pandas", "polars") and hasattr(X, "columns"):
         columns = list(X.columns)
@@ -56,11 +60,21 @@ def as_sequence(X: Any, what: str) -> Sequence[Any]:
     return items
 
 
+def _array_protocol(X: Any) -> Any:
+    """An object that offers only the array protocol (``__array__``) as an ndarray."""
+    if isinstance(X, (Sequence, np.ndarray, Mapping)) or not hasattr(X, "__array__") or \
+            type(X).__module__.split(".")[0] in ("pandas", "polars", "scipy"):
+        return X
+    return np.asarray(X)
+
+
 def reject_unusable_matrices(X: Any, what: str) -> None:
-    """Clear errors for sparse matrices and for 2-D inputs with no column at all."""
+    """Clear errors for sparse matrices, complex numbers and 2-D inputs with no column."""
     if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"sparse input is not supported: {what} cannot be read from a sparse "
                         "matrix; pass a list, array or Series")
+    if getattr(getattr(X, "dtype", None), "kind", None) == "c":
+        raise ValueError(f"Complex data not supported: {what} cannot be complex numbers")
     shape = getattr(X, "shape", None)
     if shape is not None and len(shape) == 2 and shape[1] == 0:
         raise ValueError(f"0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required: "
@@ -96,7 +110,21 @@ def text_problem(text: Any) -> str | None:
         return f"expected a string, got {type(text).__name__} {text!r:.40}"
     if not text.strip():
         return "empty text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (f"not valid Unicode: an unpaired surrogate {text[error.start]!r} at character "
+                f"{error.start} (text decoded with errors='surrogateescape'? decode it with "
+                "the right encoding)")
     return None
+
+
+def materialize(X: Any) -> Any:
+    """X itself, or a list of it when X is a one-shot iterator (a generator): ``fit`` and
+    ``transform`` of ``fit_transform`` must both see every sample."""
+    if isinstance(X, Iterator):
+        return list(X)
+    return X
 
 
 def coerce_image_batch(X: Any) -> list[Any] | None:
@@ -136,8 +164,19 @@ def coerce_image_batch(X: Any) -> list[Any] | None:
     raise ValueError(f"cannot read images from a {X.ndim}-D numeric array of shape {X.shape}")
 
 
+def column_name(X: Any) -> str | None:
+    """The name of the DataFrame column (or named Series) X came from, if any."""
+    columns = getattr(X, "columns", None)
+    if columns is not None and len(columns) == 1:
+        return str(next(iter(columns)))
+    name = getattr(X, "name", None) if type(X).__module__.split(".")[0] in (
+        "pandas", "polars") else None
+    return None if name is None else str(name)
+
+
 def image_items(X: Any) -> list[Any]:
     """X as a list of image items: arrays of several images are split, containers unpacked."""
+    X = _array_protocol(X)
     reject_unusable_matrices(X, "images")
     batch = coerce_image_batch(X)
     items = list(batch if batch is not None else as_sequence(X, "images"))

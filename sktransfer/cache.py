@@ -33,31 +33,21 @@ from typing import Any
 import blake3
 import numpy as np
 
+from sktransfer._cache_db import (
+    WAIT_S,
+    explained,
+    initialise,
+    transaction,
+    while_locked,
+)
+
 logger = logging.getLogger("sktransfer")
 
 KEY_SCHEME = "blake3-128"  # part of every space: entries keyed another way are never read
 
 DB_NAME = "features.sqlite"
-_WAIT_S = 120.0  # how long a process waits for another's lock before it gives up
 _CHUNK = 500  # keys per SELECT
 _TOUCH_EVERY_S = 3600.0  # last-use times are refreshed at most hourly, so reads rarely write
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spaces (
-    space TEXT PRIMARY KEY,
-    description TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS vectors (
-    space TEXT NOT NULL,
-    key BLOB NOT NULL,
-    vector BLOB NOT NULL,
-    checksum INTEGER NOT NULL,
-    last_used REAL NOT NULL,
-    PRIMARY KEY (space, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS vectors_last_used ON vectors (last_used);
-"""
 
 
 def content_digest(*parts: bytes | bytearray | memoryview) -> bytes:
@@ -142,17 +132,19 @@ class FeatureCache:
     def file(self) -> Path:
         return self.path / DB_NAME
 
+    @explained
     def _db(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is not None and self._local.pid == os.getpid():
             return connection
         self.path.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.file, timeout=_WAIT_S, isolation_level=None,
+        connection = sqlite3.connect(self.file, timeout=WAIT_S, isolation_level=None,
                                      check_same_thread=True)
-        _while_locked(lambda: _initialise(connection))
+        while_locked(lambda: initialise(connection))
         self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
+    @explained
     def lookup(self, space: str, keys: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Vectors for ``keys`` in ``space``: (float32 array (n, dim), bool array of hits).
 
@@ -199,11 +191,12 @@ class FeatureCache:
             vectors[hits] = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
             self._memory.put_many(space, [keys[row] for row in hits], vectors[hits])
         if stale:
-            with _transaction(db):
+            with transaction(db):
                 db.executemany("UPDATE vectors SET last_used = ? WHERE space = ? AND key = ?",
                                [(now, space, key) for key in stale])
         return vectors, found
 
+    @explained
     def store(self, space: str, keys: Sequence[bytes], vectors: np.ndarray,
               description: dict[str, Any]) -> None:
         """Write ``vectors`` (n, dim) under ``keys`` in one atomic transaction."""
@@ -217,7 +210,7 @@ class FeatureCache:
             rows.append((space, key, blob, zlib.crc32(blob), now))
         db = self._db()
         self._memory.put_many(space, list(keys), vectors)
-        with _transaction(db):
+        with transaction(db):
             db.execute(
                 "INSERT OR IGNORE INTO spaces (space, description, dim, created) "
                 "VALUES (?, ?, ?, ?)",
@@ -225,9 +218,11 @@ class FeatureCache:
                  vectors.shape[1], now))
             db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?)", rows)
 
+    @explained
     def __len__(self) -> int:
         return self._db().execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
 
+    @explained
     def info(self) -> dict[str, Any]:
         """Entries, bytes on disk, and one line per space (model configuration).
 
@@ -251,6 +246,7 @@ class FeatureCache:
         """Bytes the cache takes on disk (database plus write-ahead log)."""
         return sum(f.stat().st_size for f in self.path.glob(DB_NAME + "*") if f.is_file())
 
+    @explained
     def prune(self, *, max_bytes: int | None = None, older_than: float | None = None) -> int:
         """Delete entries not used for ``older_than`` seconds, then the least recently used
         until the cache fits in ``max_bytes``. Returns how many entries were deleted."""
@@ -258,14 +254,14 @@ class FeatureCache:
         before = len(self)
         self._memory.clear()
         if older_than is not None:
-            with _transaction(db):
+            with transaction(db):
                 db.execute("DELETE FROM vectors WHERE last_used < ?", (time.time() - older_than,))
         self._compact()
         if max_bytes is not None:
             while self.size_bytes() > max_bytes and len(self):
                 average = max(self.size_bytes() // max(len(self), 1), 1)
                 excess = max((self.size_bytes() - max_bytes) // average, 1)
-                with _transaction(db):
+                with transaction(db):
                     db.execute(
                         "DELETE FROM vectors WHERE (space, key) IN (SELECT space, key FROM "
                         "vectors ORDER BY last_used LIMIT ?)", (int(excess),))
@@ -273,18 +269,19 @@ class FeatureCache:
         self._drop_empty_spaces()
         return before - len(self)
 
+    @explained
     def clear(self) -> None:
         """Delete every entry."""
         db = self._db()
         self._memory.clear()
-        with _transaction(db):
+        with transaction(db):
             db.execute("DELETE FROM vectors")
             db.execute("DELETE FROM spaces")
         self._compact()
 
     def _drop_empty_spaces(self) -> None:
         db = self._db()
-        with _transaction(db):
+        with transaction(db):
             db.execute("DELETE FROM spaces WHERE space NOT IN (SELECT DISTINCT space FROM vectors)")
 
     def _compact(self) -> None:
@@ -292,36 +289,6 @@ class FeatureCache:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _initialise(connection: sqlite3.Connection) -> None:
-    """Write-ahead-log mode and the tables, on a new or existing database."""
-    if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        connection.execute("PRAGMA journal_mode=WAL")  # persistent: once per database
-    connection.execute("PRAGMA synchronous=NORMAL")
-    with _transaction(connection):
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            connection.execute(statement)
-
-
-def _while_locked(work: Any) -> Any:
-    """Run ``work``, again while SQLite says the database is locked, for up to ``_WAIT_S``.
-
-    The busy timeout covers ordinary reads and writes, but not every lock change: switching a
-    database that several processes open at the same moment to write-ahead-log mode fails at
-    once with "database is locked" (measured: 18 of 90 processes started together on a new
-    cache). Retrying with a growing pause until the others are done is enough.
-    """
-    deadline = time.monotonic() + _WAIT_S
-    pause = 0.005
-    while True:
-        try:
-            return work()
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() + pause > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(2 * pause, 0.25)
 
 
 class _MemoryTier:
@@ -357,20 +324,6 @@ class _MemoryTier:
         with self.lock:
             self.vectors.clear()
             self.used = 0
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error: one atomic write."""
-
-    def __init__(self, connection: sqlite3.Connection):
-        self.connection = connection
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute("BEGIN IMMEDIATE")
-        return self.connection
-
-    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
-        self.connection.execute("ROLLBACK" if kind else "COMMIT")
 
 
 _OPEN: dict[Path, FeatureCache] = {}

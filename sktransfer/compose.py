@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils._param_validation import HasMethods, validate_params
 from sklearn.utils.validation import check_is_fitted
 
-from sktransfer._input import as_sequence, is_missing
+from sktransfer._input import as_sequence, column_name, is_missing
 
 IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|bmp|gif|tiff?|webp)$", re.I)
 _TEXT_MIN_WORDS = 4  # a string column whose values average more words than this is text
@@ -68,8 +68,8 @@ class WithMissingIndicator(TransformerMixin, BaseEstimator):
             subset = [items[row] for row in rows]
             # sktransfer embedders name errors by the row of X, not of the subset
             embed_rows = getattr(self.embedder_, "embed_rows", None)
-            out[rows, :-1] = (embed_rows(subset, rows.tolist()) if embed_rows is not None
-                              else self.embedder_.transform(subset))
+            out[rows, :-1] = (embed_rows(subset, rows.tolist(), column=column_name(X))
+                              if embed_rows is not None else self.embedder_.transform(subset))
         out[:, -1] = ~present
         return out
 

@@ -7,17 +7,34 @@ class InputError(ValueError):
     """One row of the input cannot be embedded.
 
     ``row`` is the 0-based position of the offending sample in the input, so that
-    ``X[row]`` (or ``X.iloc[row]``) shows it.
+    ``X[row]`` (or ``X.iloc[row]``) shows it; ``column`` names the DataFrame column it came
+    from, when it came from one.
     """
 
-    def __init__(self, row: int, problem: str):
+    def __init__(self, row: int, problem: str, column: str | None = None):
         self.row = row
         self.problem = problem
-        super().__init__(f"row {row}: {problem}")
+        self.column = column
+        where = f"row {row}" if column is None else f"row {row}, column {column!r}"
+        super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.row, self.problem, self.column)
 
 
 class ModelUnavailableError(RuntimeError):
     """A model cannot be found locally and cannot be downloaded."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """A network produced NaN or infinite features; the message names the model and rows."""
+
+
+class CacheError(RuntimeError):
+    """The feature cache cannot be used; the message names its file, the cause and the fix.
+
+    No vector is ever served from a cache that raised it.
+    """
 
 
 class WeightsMismatchError(RuntimeError):

@@ -235,4 +235,4 @@ class ImageEmbedder(BaseEmbedder):
                                    workers=workers, on_error=self.on_error):
             vectors = (engine(batch.pixels) if batch.pixels is not None
                        else np.empty((0, self.n_features_out_), dtype=np.float32))
-            yield batch.positions, vectors, batch.errors
+            yield batch.positions, vectors, batch.errors, batch.keys

@@ -156,7 +156,7 @@ class TextEmbedder(BaseEmbedder):
             errors[position] = InputError(rows[position], problem)
             if self.on_error == "raise":
                 raise errors[position]
-        yield [], np.empty((0, self.n_features_out_), dtype=np.float32), errors
+        yield [], np.empty((0, self.n_features_out_), dtype=np.float32), errors, []
         # sentence-transformers sorts each chunk by length before batching it; chunks of
         # many batches keep that sorting effective, and each finished chunk is stored.
         chunk = self.batch_size * _BATCHES_PER_CHUNK
@@ -166,7 +166,7 @@ class TextEmbedder(BaseEmbedder):
                 vectors = backbone.encode([items[p] for p in positions],
                                           batch_size=self.batch_size, normalize=self.normalize,
                                           precision=plan, progress=False)
-            yield positions, vectors, {}
+            yield positions, vectors, {}, [None] * len(positions)
 
 
 _BATCHES_PER_CHUNK = 32

@@ -22,6 +22,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 import sktransfer._base
+import sktransfer._decode
 from sktransfer import FeatureCache, ImageEmbedder, TextEmbedder
 from sktransfer.cache import DB_NAME
 
@@ -117,14 +118,13 @@ def test_renamed_file_hits_and_changed_content_misses(tmp_path, embedded, photo_
 
 
 def test_file_digests_are_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
-    from pathlib import Path
-
     from sktransfer._decode import _FileDigests
     from sktransfer.cache import content_digest
 
     reads = []
-    real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    real = sktransfer._decode._open_image_file
+    monkeypatch.setattr(sktransfer._decode, "_open_image_file",
+                        lambda path: reads.append(path) or real(path))
     digests = _FileDigests()
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"a" * 100)
@@ -144,15 +144,14 @@ def test_file_digests_are_reused_only_while_the_file_is_unchanged(tmp_path, monk
 
 def test_cached_transform_of_settled_files_reads_no_file(tmp_path, embedded, photo_files,
                                                           monkeypatch):
-    from pathlib import Path
-
     from sktransfer._decode import _FILE_DIGESTS
 
     monkeypatch.setattr(_FILE_DIGESTS, "settled_ns", 0)
     first = tiny(tmp_path).fit_transform(photo_files)
     reads = []
-    real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    real = sktransfer._decode._open_image_file
+    monkeypatch.setattr(sktransfer._decode, "_open_image_file",
+                        lambda path: reads.append(path) or real(path))
     np.testing.assert_array_equal(tiny(tmp_path).fit_transform(photo_files[::-1]), first[::-1])
     assert reads == [] and embedded == [len(photo_files)]
 

@@ -62,10 +62,10 @@ def test_missing_images_get_zeros_and_an_indicator(frame):
 def test_unreadable_images_still_follow_on_error(frame, bad_files):
     frame.loc[1, "photo"] = None
     frame.loc[2, "photo"] = str(bad_files["text"])
-    with pytest.raises(InputError, match=r"row 2: .*not an image"):
+    with pytest.raises(InputError, match=r"row 2, column 'photo': .*not an image"):
         make_embedding_transformer(frame, image_embedder=tiny_image()).fit_transform(frame)
     lenient = ImageEmbedder(TINY_CNN, weights="random", on_error="nan")
-    with pytest.warns(UserWarning, match=r"1 of 5 rows .*row 2:"):
+    with pytest.warns(UserWarning, match=r"1 of 5 rows .*row 2, column 'photo':"):
         out = make_embedding_transformer(frame, image_embedder=lenient).fit_transform(frame)
     assert np.isnan(out[2, :256]).all() and out[2, 256] == 0 and out[1, 256] == 1
 

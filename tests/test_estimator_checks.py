@@ -22,7 +22,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sktransfer import ImageEmbedder, TextEmbedder
 
 NUMERIC_MATRIX_CHECKS = [
-    "check_complex_data",
     "check_dict_unchanged",
     "check_dont_overwrite_parameters",
     "check_dtype_object",

@@ -207,10 +207,31 @@ def _pool_spatial(features: Any, pooling: str) -> Any:
 
 
 def get_timm_backbone(model: str, weights: str, device: str) -> TimmBackbone:
-    """The shared backbone for (model, weights, device), loaded at most once per process."""
-    weights_key = weights if weights in ("pretrained", "random") else str(Path(weights).resolve())
-    return load_once(("timm", model, weights_key, device),
+    """The shared backbone for (model, weights, device), loaded at most once per process.
+
+    Local files are part of the key with their size, mtime, ctime and inode, checked on each
+    call: a checkpoint or model folder overwritten in place is loaded again, never served
+    under its old identity.
+    """
+    weights_key = weights if weights in ("pretrained", "random") else _stamp(Path(weights))
+    folder = Path(model).expanduser()
+    model_key = (model, *(_stamp(folder / name) for name in _FOLDER_FILES)) \
+        if folder.is_dir() else model
+    return load_once(("timm", model_key, weights_key, device),
                      lambda: _load(model, weights, device))
+
+
+_FOLDER_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def _stamp(path: Path) -> tuple:
+    """What identifies a file's current content without reading it."""
+    path = path.expanduser().resolve()
+    try:
+        info = path.stat()
+    except OSError:
+        return (str(path),)
+    return (str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
 def _load(model: str, weights: str, device: str) -> TimmBackbone:
