@@ -27,7 +27,9 @@ class TextEmbedder(BaseEmbedder):
         ``"sentence-transformers/all-mpnet-base-v2"`` (downloaded on first use), or a local
         folder written by ``SentenceTransformer.save``.
     batch_size : int, default=32
-        Texts per forward pass (sentence-transformers sorts them by length first).
+        Texts per forward pass. Texts are grouped by length bucket (token count rounded up to
+        a multiple of 8) and padded to their bucket, so a text's vector never depends on the
+        other texts of its batch.
     normalize : bool, default=True
         Scale every embedding to unit length.
     device : str, default="auto"
@@ -157,8 +159,8 @@ class TextEmbedder(BaseEmbedder):
             if self.on_error == "raise":
                 raise errors[position]
         yield [], np.empty((0, self.n_features_out_), dtype=np.float32), errors, []
-        # sentence-transformers sorts each chunk by length before batching it; chunks of
-        # many batches keep that sorting effective, and each finished chunk is stored.
+        # Texts are grouped by length bucket within a chunk; chunks of many batches keep the
+        # groups full, and each finished chunk is stored in the cache as soon as it is done.
         chunk = self.batch_size * _BATCHES_PER_CHUNK
         for start in range(0, len(good), chunk):
             positions = good[start:start + chunk]
