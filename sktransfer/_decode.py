@@ -116,10 +116,13 @@ def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
         header = f"array:{item.dtype.str}:{item.shape}:".encode()
         return content_digest(header, np.ascontiguousarray(item).data)
     if isinstance(item, Image.Image):
-        orientation = item.getexif().get(0x0112)
-        header = (f"pil:{item.mode}:{item.size}:{orientation}:"
-                  f"{item.info.get('transparency')!r}:").encode()
-        return content_digest(header, bytes(item.getpalette() or ()), item.tobytes())
+        try:
+            orientation = item.getexif().get(0x0112)
+            header = (f"pil:{item.mode}:{item.size}:{orientation}:"
+                      f"{item.info.get('transparency')!r}:").encode()
+            return content_digest(header, bytes(item.getpalette() or ()), item.tobytes())
+        except (OSError, SyntaxError, ValueError):
+            return None  # unreadable: decoding names the row
     return None
 
 
@@ -210,7 +213,11 @@ def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:
     from PIL import Image
 
     if isinstance(item, Image.Image):
-        return _to_rgb(item)
+        try:
+            return _to_rgb(item)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise RowProblem(f"this PIL image cannot be read ({error}): it is closed, or was "
+                             "opened lazily from a file that is truncated or gone") from None
     if isinstance(item, np.ndarray):
         return _to_rgb(array_to_image(item))
     if isinstance(item, (bytes, bytearray, memoryview)):
@@ -243,9 +250,26 @@ def _decode(source: Any, name: str, draft: tuple[int, int] | None = None) -> Any
         raise RowProblem(f"{name}: refused by Pillow's decompression-bomb guard ({error})"
                          ) from None
     except UnidentifiedImageError:
+        if _is_heif(source):
+            raise RowProblem(f"{name} is a HEIC/HEIF image, which Pillow reads only with a "
+                             "plugin: pip install pillow-heif, then call "
+                             "pillow_heif.register_heif_opener() before embedding") from None
         raise RowProblem(f"{name} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise RowProblem(f"{name} cannot be decoded (truncated or corrupt: {error})") from None
+
+
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _is_heif(source: Any) -> bool:
+    """Whether the bytes start like an ISO-BMFF HEIF container (``....ftypheic``)."""
+    try:
+        source.seek(0)
+        head = source.read(12)
+    except (OSError, ValueError):
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def _check_pixels(image: Any, name: str) -> None:

@@ -342,3 +342,56 @@ def test_a_full_disk_names_the_cache_and_keeps_finished_batches(tmp_path):
     assert "cannot rollback" not in result.stdout
     kept = int(lines[-1].split("kept: ")[1])
     assert 16 < kept < 400, lines  # every batch stored before the limit, none after
+
+
+def test_a_closed_pil_image_is_a_row_error(tmp_path):
+    closed = Image.fromarray(PICTURE_A)
+    closed.close()
+    for cache in (None, tmp_path / "cache"):
+        with pytest.raises(InputError, match=r"row 1: this PIL image cannot be read .* closed"):
+            tiny(cache=cache).fit_transform([PICTURE_B, closed])
+
+
+def test_a_lazily_opened_truncated_image_is_a_row_error(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    lazy = Image.open(io.BytesIO(buffer.getvalue()[:3000]))  # nothing decoded yet
+    with pytest.raises(InputError, match=r"row 0: this PIL image cannot be read \(image file "
+                                         r"is truncated"):
+        tiny().fit_transform([lazy])
+
+
+def test_a_garbage_safetensors_file_is_named(tmp_path):
+    garbage = tmp_path / "weights.safetensors"
+    garbage.write_bytes(os.urandom(500))
+    with pytest.raises(ValueError, match=r"weights\.safetensors is not a readable safetensors "
+                                         r"file \(SafetensorError"):
+        ImageEmbedder(TINY_CNN, weights=str(garbage)).fit([PICTURE_A])
+
+
+@pytest.mark.parametrize("name", ["/no/such/model/folder", "./no-such-folder", "~/nowhere/x/y"])
+def test_a_missing_local_text_model_folder_says_so(name):
+    from sktransfer import ModelUnavailableError, TextEmbedder
+
+    with pytest.raises(ModelUnavailableError, match=f"no model folder at {name}: it does not "
+                                                    "exist"):
+        TextEmbedder(name).fit(["a fine film"])
+
+
+def test_an_invalid_hub_id_is_explained():
+    from sktransfer import ModelUnavailableError, TextEmbedder
+
+    with pytest.raises(ModelUnavailableError, match="neither a local folder nor a valid "
+                                                    "Hugging Face Hub id"):
+        TextEmbedder("bad id with spaces/x").fit(["a fine film"])
+
+
+def test_heic_files_get_a_plugin_hint(tmp_path):
+    heic = tmp_path / "phone.heic"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + os.urandom(300))
+    with pytest.raises(InputError, match=r"row 0: .*phone\.heic is a HEIC/HEIF image, which "
+                                         r"Pillow reads only with a plugin: pip install "
+                                         r"pillow-heif"):
+        tiny().fit_transform([str(heic)])

@@ -54,6 +54,7 @@ def hf_file(repo_id: str, filenames: tuple[str, ...], *, local_hint: str) -> Pat
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
+    _check_repo_id(repo_id, local_hint)
     for filename in filenames:
         try:
             return Path(hf_hub_download(repo_id, filename, local_files_only=True))
@@ -79,6 +80,7 @@ def hf_snapshot(repo_id: str, *, local_hint: str) -> Path:
     """A local folder with the whole hub repo ``repo_id`` (cache first, then network)."""
     from huggingface_hub import snapshot_download
 
+    _check_repo_id(repo_id, local_hint)
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except (FileNotFoundError, OSError):
@@ -106,6 +108,26 @@ def url_file(url: str, *, local_hint: str) -> Path:
     except OSError as error:
         raise _unavailable(url, f"download failed ({error})", local_hint) from error
     return target
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` was meant as a local folder rather than a hub id ("org/name")."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name \
+        or name.count("/") > 1
+
+
+def _check_repo_id(repo_id: str, local_hint: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if looks_like_a_path(repo_id):
+        raise ModelUnavailableError(f"no model folder at {repo_id}: it does not exist. "
+                                    f"{local_hint}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise _unavailable(f"'{repo_id}'", f"it is neither a local folder nor a valid Hugging "
+                           f"Face Hub id ({error})", local_hint) from None
 
 
 def _require_network(what: str, local_hint: str, probe_url: str | None = None) -> None:

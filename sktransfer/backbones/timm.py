@@ -339,7 +339,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as error:  # SafetensorError, OSError: both name no path
+            raise ValueError(f"{path} is not a readable safetensors file "
+                             f"({type(error).__name__}: {error})") from None
     if path.suffix == ".npz":
         raise ValueError(f"{path}: .npz (JAX) checkpoints are not supported; use the timm "
                          "safetensors release of the same model")
