@@ -395,3 +395,45 @@ def test_heic_files_get_a_plugin_hint(tmp_path):
                                          r"Pillow reads only with a plugin: pip install "
                                          r"pillow-heif"):
         tiny().fit_transform([str(heic)])
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    from sktransfer import FeatureCache, TextEmbedder
+    from sktransfer.datasets import load_rotten_tomatoes
+
+    texts = list(dict.fromkeys(load_rotten_tomatoes().text))[:3000]
+    real_store = FeatureCache.store
+
+    def store(self, space, keys, vectors, description):
+        real_store(self, space, keys, vectors, description)
+        if len(keys):
+            print(f"stored {len(keys)}", flush=True)  # committed: the parent may kill us now
+
+    FeatureCache.store = store
+    embedder = TextEmbedder(cache=sys.argv[1]).fit(texts[:1])
+    print("start", flush=True)
+    embedder.transform(texts)
+    print("finished", flush=True)
+""")
+
+
+def test_kill_9_in_the_middle_of_a_cached_transform_keeps_every_finished_batch(tmp_path):
+    folder = tmp_path / "cache"
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stored = []
+    try:
+        with deadline(300):
+            for line in child.stdout:
+                if line.startswith("stored"):
+                    stored.append(int(line.split()[1]))
+                    if len(stored) == 2:
+                        child.send_signal(signal.SIGKILL)  # the known point: two chunks in
+                        break
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL and stored == [1024, 1024]
+    kept = len(FeatureCache(folder))
+    assert 2048 <= kept < 3000, kept  # every committed chunk, and the work was cut short
