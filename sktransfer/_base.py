@@ -112,10 +112,14 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return self.embed_rows(items, range(len(items)), column=column_name(X))
 
     def embed_rows(self, items: Sequence[Any], rows: Sequence[Any],
-                   column: str | None = None) -> np.ndarray:
+                   column: str | None = None, *,
+                   report: dict[Any, InputError] | None = None) -> np.ndarray:
         """Embed ``items`` (a list of samples) whose errors and warnings call ``items[i]``
         row ``rows[i]`` (of DataFrame column ``column``, if given): for callers that embed a
         subset of a larger input.
+
+        With ``report`` (a dict), rows filled under ``on_error`` are recorded there (row ->
+        error) instead of being announced by a warning.
 
         Returns a plain float32 array (no ``set_output`` container).
         """
@@ -127,14 +131,15 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 f"model {self.model!r} now loads weights {backbone.digest[:12]}…; refit it"
             )
         try:
-            return self._embed_with_cache(list(items), backbone, list(rows), column)
+            return self._embed_with_cache(list(items), backbone, list(rows), column, report)
         except InputError as error:
             if column is None or error.column is not None:
                 raise
             raise InputError(error.row, error.problem, column) from None
 
     def _embed_with_cache(self, items: list[Any], backbone: Any, labels: list[Any],
-                          column: str | None = None) -> np.ndarray:
+                          column: str | None = None,
+                          report: dict[Any, InputError] | None = None) -> np.ndarray:
         """Embed each distinct sample once, reading the feature cache first and storing each
         finished batch in it as soon as it is done."""
         n = len(items)
@@ -164,6 +169,9 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         out = out[owner]
         failed = {row: InputError(labels[row], failed_rows[int(owner[row])].problem, column)
                   for row in range(n) if int(owner[row]) in failed_rows}
+        if report is not None:
+            report.update({error.row: error for error in failed.values()})
+            return self._fill(out, failed, warn=False)
         return self._fill(out, failed)
 
     def _run(self, todo: np.ndarray, items: list[Any], keys: list[bytes | None],
@@ -219,11 +227,14 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def _n_features_out(self) -> int:
         return self.n_features_out_
 
-    def _fill(self, out: np.ndarray, failed: dict[int, InputError]) -> np.ndarray:
+    def _fill(self, out: np.ndarray, failed: dict[int, InputError], *,
+              warn: bool = True) -> np.ndarray:
         """Apply ``on_error`` to the rows that failed (by position); warn once with a count."""
         if not failed:
             return out
         out[list(failed)] = 0.0 if self.on_error == "zeros" else np.nan
+        if not warn:
+            return out
         failures = list(failed.values())
         shown = "; ".join(str(f) for f in failures[:5])
         more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""

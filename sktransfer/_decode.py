@@ -78,6 +78,13 @@ def _open_image_file(item: str | os.PathLike) -> tuple[Any, int]:
     return os.fdopen(descriptor, "rb"), info.st_size
 
 
+def check_image_file(item: str | os.PathLike) -> None:
+    """Raise :class:`RowProblem` when ``item`` is not a readable image file within the size
+    limit (checked without reading it)."""
+    handle, _ = _open_image_file(item)
+    handle.close()
+
+
 def read_image_file(item: str | os.PathLike) -> bytes:
     """The bytes of an image file, read once, after the checks of :func:`_open_image_file`."""
     handle, _ = _open_image_file(item)

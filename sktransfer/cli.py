@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sktransfer._cli_output import FeatureWriter
 from sktransfer.compose import IMAGE_SUFFIX
 
 EXIT_FAILURE = 1
@@ -50,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                     "feature matrix, in input order.")
     embed.add_argument("inputs", nargs="+", type=Path,
                        help="a folder, image files, or one .csv/.parquet table")
-    embed.add_argument("-o", "--output", type=Path, required=True,
-                       help="where to write: .parquet or .npy")
+    embed.add_argument("-o", "--output", type=_output_path, required=True,
+                       help="where to write: .parquet or .npy (written whole or not at all)")
     embed.add_argument("--column", help="the table column to embed (tables only)")
     embed.add_argument("--kind", choices=("image", "text"),
                        help="what the column holds (default: guessed from its values)")
@@ -61,8 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--layer", type=int, help="intermediate layer (images)")
     embed.add_argument("--pooling", choices=("avg", "max", "cls"), default="avg")
     embed.add_argument("--cache", type=Path, help="feature cache directory")
-    embed.add_argument("--batch-size", type=int, default=32)
-    embed.add_argument("--on-error", choices=("raise", "zeros", "nan"), default="raise")
+    embed.add_argument("--batch-size", type=_positive_int, default=32)
+    embed.add_argument("--on-error", choices=("raise", "zeros", "nan"), default="raise",
+                       help="raise: name every bad input and write nothing; zeros/nan: fill "
+                            "their rows and say why in an 'error' column")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.set_defaults(run=_embed)
 
@@ -84,6 +87,23 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--cache", type=Path)
     report.set_defaults(run=_report)
     return parser
+
+
+def _output_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix not in (".parquet", ".npy"):
+        raise argparse.ArgumentTypeError(f"must end in .parquet or .npy, got {text}")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _read_table(path: Path) -> Any:
@@ -171,29 +191,82 @@ def _embedder(kind: str, model: str | None, cache: Path | None, **image_options:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    if args.output.suffix not in (".parquet", ".npy"):
-        raise CommandError(f"--output must end in .parquet or .npy, got {args.output}")
-    if args.batch_size < 1:
-        raise CommandError("--batch-size must be at least 1")
     items, ids, kind = _collect_inputs(args.inputs, args.column, args.kind)
+    if kind == "image":
+        _check_files(items, ids, args.on_error)
     image_options = {"layer": args.layer, "pooling": args.pooling, "weights": args.weights}
+    # Rows that fail are collected (on_error "nan" inside), so that every bad input is named,
+    # not just the first; "raise" then fails the command without writing the output.
     embedder = _embedder(kind, args.model, args.cache, **image_options).set_params(
-        batch_size=args.batch_size, on_error=args.on_error, progress=not args.no_progress)
-    features = embedder.fit_transform(items)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    if args.output.suffix == ".npy":
-        import numpy as np
-
-        np.save(args.output, features)
-    else:
-        import pandas as pd
-
-        frame = pd.DataFrame(features, columns=embedder.get_feature_names_out())
-        frame.insert(0, "id", ids)
-        frame.to_parquet(args.output, index=False)
+        batch_size=args.batch_size, progress=False,
+        on_error="nan" if args.on_error == "raise" else args.on_error).fit(items[:1])
+    names = [str(name) for name in embedder.get_feature_names_out()]
+    writer = FeatureWriter(args.output, len(items), names,
+                           with_errors=args.on_error != "raise")
+    failed: dict[Any, Any] = {}
+    try:
+        _embed_in_chunks(embedder, items, ids, writer, failed, progress=not args.no_progress)
+        if failed and args.on_error == "raise":
+            raise CommandError(_failures(failed, ids, "could not be embedded; nothing was "
+                                         "written (--on-error zeros or nan writes the others)"))
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    note = f", {len(failed)} failed (see the error column)" if failed else ""
     print(f"embedded {len(items)} {kind}s with {embedder.model} -> {args.output} "
-          f"({features.shape[1]} features, licence {embedder.license_})")
+          f"({len(names)} features, licence {embedder.license_}{note})")
     return 0
+
+
+def _embed_in_chunks(embedder: Any, items: list[Any], ids: list[str], writer: FeatureWriter,
+                     failed: dict[Any, Any], *, progress: bool) -> None:
+    """Embed and write a chunk of batches at a time: memory stays flat whatever the count,
+    and with --cache every finished batch is kept for a rerun."""
+    chunk = embedder.batch_size * _BATCHES_PER_CHUNK
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc="embedding", unit="item")
+    for start in range(0, len(items), chunk):
+        rows = range(start, min(start + chunk, len(items)))
+        report: dict[Any, Any] = {}
+        vectors = embedder.embed_rows([items[row] for row in rows], rows, report=report)
+        failed.update(report)
+        writer.write(start, [ids[row] for row in rows], vectors,
+                     [report[row].problem if row in report else "" for row in rows])
+        if bar is not None:
+            bar.update(len(rows))
+    if bar is not None:
+        bar.close()
+
+
+_BATCHES_PER_CHUNK = 32
+
+
+def _check_files(items: list[Any], ids: list[str], on_error: str) -> None:
+    """Every image file is checked (exists, regular, not empty, within the size limit)
+    before any work, and all bad ones are named at once."""
+    from sktransfer._decode import RowProblem, check_image_file
+
+    problems = {}
+    for row, item in enumerate(items):
+        if isinstance(item, str):
+            try:
+                check_image_file(item)
+            except RowProblem as problem:
+                problems[row] = problem
+    if problems and on_error == "raise":
+        raise CommandError(_failures(problems, ids, "cannot be read; nothing was embedded"))
+
+
+def _failures(problems: dict[Any, Any], ids: list[str], outcome: str) -> str:
+    """One message naming every bad input by its row (the first 20, then a count)."""
+    lines = [f"  row {row}: {getattr(problem, 'problem', problem)}"
+             for row, problem in list(problems.items())[:20]]
+    more = [f"  ... and {len(problems) - 20} more"] if len(problems) > 20 else []
+    return "\n".join([f"{len(problems)} of {len(ids)} inputs {outcome}:", *lines, *more])
 
 
 def _models(args: argparse.Namespace) -> int:
