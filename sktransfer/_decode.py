@@ -116,7 +116,10 @@ def image_content_key(item: Any, *, read_files: bool = True) -> bytes | None:
     if isinstance(item, (bytes, bytearray, memoryview)):
         return content_digest(b"encoded:", item)
     if isinstance(item, (str, os.PathLike)) and not read_files:
-        return content_digest(b"path:", os.fsencode(os.path.realpath(item)))
+        try:
+            return content_digest(b"path:", os.fsencode(os.path.realpath(item)))
+        except (OSError, ValueError):  # a NUL byte, an unencodable name: decoding says so
+            return None
     if isinstance(item, (str, os.PathLike)):
         return _FILE_DIGESTS.get(item)
     if isinstance(item, np.ndarray) and item.dtype != object:

@@ -437,3 +437,161 @@ def test_kill_9_in_the_middle_of_a_cached_transform_keeps_every_finished_batch(t
     assert child.returncode == -signal.SIGKILL and stored == [1024, 1024]
     kept = len(FeatureCache(folder))
     assert 2048 <= kept < 3000, kept  # every committed chunk, and the work was cut short
+
+
+def _file(path, data):
+    path.write_bytes(data)
+    return str(path)
+
+
+def _jpeg(array, **kwargs):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+# One bad item next to a good one: (id, the item, the exact problem its row must report).
+BAD_IMAGES = [
+    ("none", lambda d: None, r"missing image \(None/NaN\)"),
+    ("nan", lambda d: float("nan"), r"missing image \(None/NaN\)"),
+    ("an int", lambda d: 5, r"unsupported type int; expected a file path, bytes"),
+    ("a url", lambda d: "https://example.org/cat.jpg", r"is a URL; sktransfer reads local"),
+    ("empty bytes", lambda d: b"", r"empty bytes \(0 bytes\), not an image"),
+    ("random bytes", lambda d: os.urandom(300), r"bytes is not an image Pillow can read"),
+    ("truncated jpeg bytes", lambda d: _jpeg(PICTURE_A)[:300], r"bytes cannot be decoded"),
+    ("a directory", lambda d: str(d), r"is a directory, not an image file"),
+    ("a missing file", lambda d: str(d / "gone.png"), r"file not found: .*gone\.png"),
+    ("an empty file", lambda d: _file(d / "e.png", b""), r"e\.png is empty \(0 bytes\)"),
+    ("text named .jpg", lambda d: _file(d / "t.jpg", b"hello"),
+     r"t\.jpg is not an image Pillow can read"),
+    ("a dangling symlink", lambda d: os.symlink(d / "nowhere.png", d / "link.png")
+     or str(d / "link.png"), r"file not found: .*link\.png"),
+    ("a symlink loop", lambda d: os.symlink(d / "loop.png", d / "loop.png")
+     or str(d / "loop.png"), r"cannot read .*loop\.png: Too many levels of symbolic links"),
+    ("a nul byte in the path", lambda d: "bad\x00name.png", r"cannot read bad\x00name\.png"),
+    ("no pixels", lambda d: np.zeros((0, 5, 3), np.uint8), r"array of shape \(0, 5, 3\) has "
+     r"no pixels"),
+    ("channels first", lambda d: np.zeros((3, 20, 20), np.uint8), r"channels-first\? "
+     r"transpose it to H×W×C"),
+    ("two channels", lambda d: np.zeros((20, 20, 2), np.uint8), r"array of shape \(20, 20, 2\) "
+     r"is not an image"),
+    ("five dimensions", lambda d: np.zeros((1, 2, 3, 4, 5), np.uint8), r"is not an image"),
+    ("nan floats", lambda d: np.full((8, 8), np.nan), r"array contains NaN or infinite"),
+    ("floats over 1", lambda d: np.full((8, 8), 2.5), r"float pixel values must lie in "
+     r"\[0, 1\], found 2\.5\.\.2\.5"),
+    ("ints over 255", lambda d: np.full((8, 8), 300), r"integer pixel values must lie in "
+     r"0\.\.255, found 300\.\.300"),
+    ("negative ints", lambda d: np.full((8, 8), -1), r"integer pixel values must lie in 0\.\.255"),
+    ("a string array", lambda d: np.full((8, 8), "x"), r"arrays of dtype <U1 are not images"),
+    ("complex pixels", lambda d: np.zeros((8, 8), complex), r"arrays of dtype complex128 are "
+     r"not images"),
+    ("a list", lambda d: [[0, 1], [2, 3]], r"unsupported type list"),
+]
+
+
+@pytest.mark.parametrize(("item", "problem"), [case[1:] for case in BAD_IMAGES],
+                         ids=[case[0] for case in BAD_IMAGES])
+def test_corpus_of_bad_images(tmp_path, item, problem):
+    bad = item(tmp_path)
+    with pytest.raises(InputError, match=rf"^row 1: (.*)?{problem}"):
+        tiny().fit_transform([PICTURE_A, bad])
+    with pytest.warns(UserWarning, match=rf"1 of 2 rows .* row 1: (.*)?{problem}"):
+        out = tiny(on_error="zeros").fit_transform([PICTURE_A, bad])
+    assert (out[1] == 0).all() and out[0].any()
+
+
+# Awkward but valid images: each must give exactly the vector of its plain equivalent.
+def _same_as(item, reference):
+    return item, reference
+
+
+EQUIVALENT_IMAGES = [
+    ("bool array", lambda: _same_as(PICTURE_A[..., 0] > 127,
+                                    ((PICTURE_A[..., 0] > 127) * 255).astype(np.uint8))),
+    ("uint16 array", lambda: _same_as(PICTURE_A.astype(np.uint16) * 257, PICTURE_A)),
+    ("float array", lambda: _same_as(PICTURE_A / 255.0, PICTURE_A)),
+    ("H×W×1 array", lambda: _same_as(PICTURE_A[..., :1], PICTURE_A[..., 0])),
+    ("non-contiguous view", lambda: _same_as(np.asfortranarray(PICTURE_A), PICTURE_A)),
+    ("opaque RGBA", lambda: _same_as(np.dstack([PICTURE_A, np.full((40, 40), 255, np.uint8)]),
+                                     PICTURE_A)),
+    ("bytearray of a PNG", lambda: _same_as(bytearray(_png_bytes(PICTURE_A)), PICTURE_A)),
+    ("memoryview of a PNG", lambda: _same_as(memoryview(_png_bytes(PICTURE_A)), PICTURE_A)),
+    ("a PIL image in mode L", lambda: _same_as(Image.fromarray(PICTURE_A[..., 0]),
+                                               PICTURE_A[..., 0])),
+    ("1×1 pixel", lambda: _same_as(Image.fromarray(PICTURE_A[:1, :1]), PICTURE_A[:1, :1])),
+]
+
+
+def _png_bytes(array):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", [case[1] for case in EQUIVALENT_IMAGES],
+                         ids=[case[0] for case in EQUIVALENT_IMAGES])
+def test_corpus_of_awkward_images_gives_the_right_vector(case):
+    item, reference = case()
+    out = tiny().fit_transform([item, reference])
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+BAD_TEXTS = [
+    ("none", None, r"missing text \(None/NaN\)"),
+    ("nan", float("nan"), r"missing text \(None/NaN\)"),
+    ("empty", "", r"empty text"),
+    ("whitespace", " \n\t ", r"empty text"),
+    ("an int", 42, r"expected a string, got int 42"),
+    ("bytes", b"a fine film", r"expected a string, got bytes"),
+    ("a list", ["a", "b"], r"expected a string, got list"),
+    ("a lone surrogate", "fin\udcc3 film", r"not valid Unicode: an unpaired surrogate"),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), [case[1:] for case in BAD_TEXTS],
+                         ids=[case[0] for case in BAD_TEXTS])
+def test_corpus_of_bad_texts(text, problem):
+    from sktransfer import TextEmbedder
+
+    with pytest.raises(InputError, match=rf"^row 1: {problem}"):
+        TextEmbedder().fit_transform(["a fine film", text])
+    with pytest.warns(UserWarning, match=rf"1 of 2 rows .* row 1: {problem}"):
+        out = TextEmbedder(on_error="nan").fit_transform(["a fine film", text])
+    assert np.isnan(out[1]).all() and np.isfinite(out[0]).all()
+
+
+def test_texts_past_the_model_limit_are_truncated_consistently():
+    from sktransfer import TextEmbedder
+
+    long, longer = "a fine film " * 300, "a fine film " * 3000  # both past 256 tokens
+    out = TextEmbedder().fit_transform([long, longer])
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_a_cache_database_that_cannot_be_opened_says_so(tmp_path):
+    from sktransfer import CacheError
+    from sktransfer.cache import DB_NAME
+
+    (tmp_path / "cache" / DB_NAME).mkdir(parents=True)  # something in the way of the file
+    with pytest.raises(CacheError, match=rf"{DB_NAME}: it cannot be opened for reading and "
+                                         r"writing .*check the permissions"):
+        tiny(cache=tmp_path / "cache").fit_transform([PICTURE_A])
+
+
+def test_the_cli_names_fifos_and_devices_without_hanging(tmp_path, capsys):
+    from sktransfer.cli import main
+
+    os.mkfifo(tmp_path / "pipe.png")
+    good = png(tmp_path / "good.png", PICTURE_A)
+    with deadline(60):
+        code = main(["embed", good, str(tmp_path / "pipe.png"), "/dev/zero", "-o",
+                     str(tmp_path / "out.parquet"), "--model", TINY_CNN, "--weights", "random",
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "2 of 3 inputs cannot be read; nothing was embedded" in err
+    assert "pipe.png is not a regular file" in err and "/dev/zero is not a regular file" in err
+    assert not (tmp_path / "out.parquet").exists()
