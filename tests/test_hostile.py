@@ -185,7 +185,7 @@ def test_images_over_the_pixel_limit_are_row_errors(tmp_path, monkeypatch):
 
 
 PEAK_SCRIPT = textwrap.dedent("""
-    import sys, warnings
+    import resource, sys, warnings
     import numpy as np
     from PIL import Image
     from sktransfer import ImageEmbedder
@@ -203,6 +203,9 @@ PEAK_SCRIPT = textwrap.dedent("""
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset the peak (VmHWM) to the current RSS: loading is not counted
     before = status_mb("VmRSS:")
+    # Enforced as well as measured: 1 GiB of address space beyond what the loaded model uses.
+    limit = int((status_mb("VmSize:") + 1024) * 2**20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = embedder.transform([path])
@@ -220,8 +223,9 @@ PEAK_SCRIPT = textwrap.dedent("""
 def test_peak_memory_of_pathological_images_stays_under_1_gb(tmp_path, shape, refused,
                                                              at_least_mb):
     """1×20,000 and 20,000×1 images are embedded; 12,000×10,000 is over Pillow's warning
-    limit and refused as a row error. Each runs in a fresh process with the default model;
-    the peak is measured from the RSS after loading (the kernel's VmHWM, reset there)."""
+    limit and refused as a row error. Each runs in a fresh process with the default model,
+    under an address-space limit of 1 GiB beyond the loaded model; the peak is measured from
+    the RSS after loading (the kernel's VmHWM, reset there)."""
     result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "odd.png"),
                              f"{shape[0]}x{shape[1]}"], capture_output=True, text=True,
                             timeout=600)
