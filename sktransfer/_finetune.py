@@ -42,8 +42,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     """The shared fine-tuning loop.
 
     Subclasses supply ``_as_items(X)``, ``_backbone()`` (the shared frozen backbone),
-    ``_trainable(backbone, n_classes, pretrained)``, ``_check(items)`` (raise for the first
-    bad row before any training) and ``_batches(items, order, rng, device)``, which yields
+    ``_trainable(n_classes, pretrained=...)`` (a ``Trainable``; ``pretrained=False`` when
+    only the architecture is needed, before learned weights are loaded), ``_check(items)``
+    (raise for the first bad row before any training) and
+    ``_batches(items, order, rng, device)``, which yields
     ``(positions, inputs)`` for the module, augmented when ``rng`` is given.
     """
 
@@ -85,6 +87,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         train_rows, val_rows = self._split(encoded)
         device = resolve_device(self.device)
         backbone = self._backbone()
+        self._remember(backbone)
         self._check(items)  # every bad row fails here, before any training
         self.license_ = backbone.license
         warn_about_license(self.model, self.license_)
@@ -92,7 +95,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             rng = np.random.default_rng(seed)
-            trainable = self._trainable(backbone, len(self.classes_), pretrained=True)
+            trainable = self._trainable(len(self.classes_), pretrained=True)
             net, groups, head = trainable.module, trainable.groups, trainable.head
             net.to(device)
             self.n_layer_groups_ = len(groups)
@@ -184,6 +187,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 out.append(torch.softmax(net(inputs).float(), dim=1).cpu().numpy())
         return np.concatenate(out)
 
+    def _remember(self, backbone: Any) -> None:
+        """Record in ``fit`` what prediction needs from the backbone (nothing by default)."""
+
     def _train_mode(self, net: Any) -> None:
         net.train()
         if self.batchnorm == "frozen":  # small target sets estimate these statistics badly
@@ -231,7 +237,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         if blob is not None:
             from safetensors.torch import load
 
-            net = self._trainable(self._backbone(), len(self.classes_), pretrained=False).module
+            net = self._trainable(len(self.classes_), pretrained=False).module
             net.load_state_dict(load(blob))
             net.eval()
             self.net_ = net

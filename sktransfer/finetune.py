@@ -80,6 +80,10 @@ class FineTunedImageClassifier(FineTunedClassifier):
         Backbone layer groups (timm's coarse groups).
     license_ : str
         Licence of the pretrained weights (a warning says when it restricts use).
+    data_config_ : dict
+        The model's timm preprocessing (input size, interpolation, crop, mean, std): what
+        :class:`ImageEmbedder` uses for the same model. Kept, so that predicting after
+        unpickling loads no pretrained weights.
 
     Examples
     --------
@@ -137,8 +141,18 @@ class FineTunedImageClassifier(FineTunedClassifier):
 
         return get_timm_backbone(self.model, self.weights, resolve_device(self.device))
 
-    def _trainable(self, backbone: Any, n_classes: int, *, pretrained: bool) -> Any:
-        return backbone.trainable(n_classes, pretrained=pretrained)
+    def _trainable(self, n_classes: int, *, pretrained: bool) -> Any:
+        # Unpickling (pretrained=False) needs the architecture only: random weights, never a
+        # download, since the learned weights are loaded next.
+        from sktransfer.backbones._runtime import resolve_device
+        from sktransfer.backbones.timm import get_timm_backbone
+
+        backbone = self._backbone() if pretrained else get_timm_backbone(
+            self.model, "random", resolve_device(self.device))
+        return backbone.trainable(n_classes)
+
+    def _remember(self, backbone: Any) -> None:
+        self.data_config_ = backbone.data_config
 
     def _check(self, items: list[Any]) -> None:
         for _ in self._batches(items, np.arange(len(items)), None, "cpu"):
@@ -150,8 +164,7 @@ class FineTunedImageClassifier(FineTunedClassifier):
         form (random crop of the resized image and horizontal flip)."""
         from sktransfer.backbones._runtime import resolve_threads
 
-        backbone = self._backbone()
-        for batch in image_batches(items, range(len(items)), Preprocessor(backbone.data_config),
+        for batch in image_batches(items, range(len(items)), Preprocessor(self.data_config_),
                                    batch_size=self.batch_size, order=order,
                                    rng=rng if self.augment else None,
                                    workers=max(1, min(resolve_threads(None),
@@ -218,8 +231,9 @@ class FineTunedTextClassifier(FineTunedClassifier):
 
         return get_sentence_backbone(self.model, resolve_device(self.device), False)
 
-    def _trainable(self, backbone: Any, n_classes: int, *, pretrained: bool) -> Any:
-        return backbone.trainable(n_classes, pretrained=pretrained, max_length=self.max_length)
+    def _trainable(self, n_classes: int, *, pretrained: bool) -> Any:
+        # sentence-transformers builds a model from its folder only, weights included.
+        return self._backbone().trainable(n_classes, max_length=self.max_length)
 
     def _check(self, items: list[Any]) -> None:
         for row, text in enumerate(items):

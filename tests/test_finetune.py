@@ -47,7 +47,7 @@ def initial_module(clf):
     """The network ``clf.fit`` starts from: the backbone's trainable copy, seeded as fit does."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(clf.random_state or 0)
-        return clf._trainable(clf._backbone(), 2, pretrained=True).module
+        return clf._trainable(2, pretrained=True).module
 
 
 def test_only_the_trainable_parameters_change():
@@ -191,3 +191,24 @@ def test_text_fine_tuning_unfreezes_encoder_layers():
     with pytest.raises(InputError, match="row 1: missing text"):
         FineTunedTextClassifier(max_epochs=1).fit(["good", None, *texts[:10]],
                                                   [1, 0, *y[:10]])
+
+
+def test_unpickling_builds_the_architecture_without_loading_pretrained_weights(monkeypatch):
+    """The learned weights travel in the pickle: loading the pretrained ones again (a
+    download, for a hub model) would be wasted, and impossible offline."""
+    from sktransfer.backbones import BackboneSpec, _runtime, register_backbone
+    from sktransfer.backbones.timm import _create
+
+    loads = []
+    state = _create(TINY_CNN).state_dict()
+    register_backbone(BackboneSpec(name="counted-tiny", family="timm", license="MIT",
+                                   load=lambda: loads.append(1) or state,
+                                   architecture=TINY_CNN))
+    X, y = red_or_not()
+    clf = FineTunedImageClassifier("counted-tiny", max_epochs=1, random_state=0).fit(X, y)
+    assert loads == [1]
+    blob = pickle.dumps(clf)
+    monkeypatch.setattr(_runtime, "_LOADED", {})  # as in a fresh process
+    restored = pickle.loads(blob)
+    np.testing.assert_array_equal(restored.predict_proba(X[:6]), clf.predict_proba(X[:6]))
+    assert loads == [1]

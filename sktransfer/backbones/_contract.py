@@ -90,12 +90,9 @@ class Backbone(Protocol):
     def output_dims(self, layers: Layers, pooling: str) -> list[int]:
         """The width of each requested layer's pooled features, from the model's metadata."""
 
-    def trainable(self, n_classes: int, *, pretrained: bool = True) -> Trainable:
-        """A fresh copy to fine-tune (the shared frozen copy is never touched).
-
-        ``pretrained=False``: only the architecture matters, the caller loads its own weights
-        next (unpickling a fine-tuned estimator).
-        """
+    def trainable(self, n_classes: int) -> Trainable:
+        """A fresh copy of this backbone, with its weights, to fine-tune (the shared frozen
+        copy is never touched)."""
 
 
 @runtime_checkable

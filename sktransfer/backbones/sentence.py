@@ -122,11 +122,9 @@ class SentenceBackbone:
             self._unnormalized = SentenceTransformer(modules=modules[:-1], device=self.device)
         return self._unnormalized
 
-    def trainable(self, n_classes: int, *, pretrained: bool = True,
-                  max_length: int | None = None) -> Trainable:
+    def trainable(self, n_classes: int, *, max_length: int | None = None) -> Trainable:
         """A private copy with a linear head on the sentence embedding; groups are the word
-        embeddings and each transformer layer, bottom to top. The architecture comes with its
-        pretrained weights either way (``pretrained=False`` callers load their own next)."""
+        embeddings and each transformer layer, bottom to top."""
         encoder = copy.deepcopy(self.model).cpu()  # the shared frozen copy stays untouched
         if max_length is not None:
             encoder.max_seq_length = max_length  # the tokenizer truncates there

@@ -125,12 +125,11 @@ class TimmBackbone:
     def max_seq_length(self) -> None:
         return None
 
-    def trainable(self, n_classes: int, *, pretrained: bool = True) -> Trainable:
+    def trainable(self, n_classes: int) -> Trainable:
         """A private copy with a new ``n_classes`` head; groups are timm's coarse groups."""
         from timm.models import group_parameters
 
-        source = self if pretrained else get_timm_backbone(self.name, "random", self.device)
-        net = copy.deepcopy(source.model).cpu()  # the shared frozen copy stays untouched
+        net = copy.deepcopy(self.model).cpu()  # the shared frozen copy stays untouched
         net.reset_classifier(n_classes)
         head = list(net.get_classifier().parameters())
         head_ids = {id(p) for p in head}
