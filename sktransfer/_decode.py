@@ -41,8 +41,8 @@ def max_file_bytes() -> int:
     return int(value) if value else DEFAULT_MAX_FILE_BYTES
 
 
-def _open_image_file(item: str | os.PathLike) -> tuple[Any, int]:
-    """An open binary handle on a regular image file and its size, checked before any read.
+def _open_image_file(item: str | os.PathLike) -> Any:
+    """An open binary handle on a regular image file, checked before any read.
 
     FIFOs, sockets and devices are refused without blocking (the file is opened
     non-blocking and checked with ``fstat``, so one swapped in after a ``stat`` is caught).
@@ -75,21 +75,19 @@ def _open_image_file(item: str | os.PathLike) -> tuple[Any, int]:
     if problem:
         os.close(descriptor)
         raise RowProblem(problem)
-    return os.fdopen(descriptor, "rb"), info.st_size
+    return os.fdopen(descriptor, "rb")
 
 
 def check_image_file(item: str | os.PathLike) -> None:
     """Raise :class:`RowProblem` when ``item`` is not a readable image file within the size
     limit (checked without reading it)."""
-    handle, _ = _open_image_file(item)
-    handle.close()
+    _open_image_file(item).close()
 
 
 def read_image_file(item: str | os.PathLike) -> bytes:
     """The bytes of an image file, read once, after the checks of :func:`_open_image_file`."""
-    handle, _ = _open_image_file(item)
     limit = max_file_bytes()
-    with handle:
+    with _open_image_file(item) as handle:
         try:
             data = handle.read(limit + 1)
         except OSError as error:
@@ -187,9 +185,8 @@ _FILE_DIGESTS = _FileDigests()
 def _hash_file(path: Any) -> bytes:
     import blake3
 
-    handle, _ = _open_image_file(path)
     digest, total, limit = blake3.blake3(b"encoded:"), 0, max_file_bytes()
-    with handle:
+    with _open_image_file(path) as handle:
         while chunk := handle.read(_CHUNK):
             total += len(chunk)
             if total > limit:

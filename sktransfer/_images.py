@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from sktransfer._decode import EIGHT_BIT_MAX, RowProblem, load_image_keyed
+from sktransfer._decode import EIGHT_BIT_MAX, RowProblem, load_image, load_image_keyed
 from sktransfer.exceptions import InputError
 
 _MARGIN = 4  # output pixels: covers the support of every Pillow filter (lanczos: 3)
@@ -73,10 +73,7 @@ class Preprocessor:
         if self.crop_mode == "squash":
             image = image.resize((self.scale[1], self.scale[0]), self.resample)
             return self._centre(image)
-        width, height = image.size
-        short, long = (width, height) if width <= height else (height, width)
-        new_long = int(self.scale[0] * long / short)
-        new_w, new_h = (self.scale[0], new_long) if width <= height else (new_long, self.scale[0])
+        new_w, new_h = self._resized_size(image)
         if (new_w, new_h) == image.size:
             return self._centre(image)
         top = round((new_h - self.height) / 2.0)
@@ -84,6 +81,13 @@ class Preprocessor:
         if top < 0 or left < 0:  # the crop is larger than the resized image: timm pads
             return self._centre(image.resize((new_w, new_h), self.resample))
         return self._region(image, (new_w, new_h), left, top, box_columns=True)
+
+    def _resized_size(self, image: Any) -> tuple[int, int]:
+        """(width, height) with the shorter side resized to ``scale`` (timm's Resize)."""
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(self.scale[0] * long / short)
+        return (self.scale[0], new_long) if width <= height else (new_long, self.scale[0])
 
     def _region(self, image: Any, size: tuple[int, int], left: int, top: int, *,
                 box_columns: bool) -> np.ndarray:
@@ -123,14 +127,8 @@ class Preprocessor:
         if self._fallback is not None:
             pixels = self._fallback(image).numpy()
             return pixels[:, :, ::-1].copy() if augment.flip else pixels
-        if self.crop_mode == "squash":
-            new_w, new_h = self.scale[1], self.scale[0]
-        else:
-            width, height = image.size
-            short, long = (width, height) if width <= height else (height, width)
-            new_long = int(self.scale[0] * long / short)
-            new_w, new_h = ((self.scale[0], new_long) if width <= height
-                            else (new_long, self.scale[0]))
+        new_w, new_h = ((self.scale[1], self.scale[0]) if self.crop_mode == "squash"
+                        else self._resized_size(image))
         top = math.floor(augment.top * (max(new_h - self.height, 0) + 1))
         left = math.floor(augment.left * (max(new_w - self.width, 0) + 1))
         big = new_w * new_h > _MAX_RESIZED_PIXELS
@@ -190,7 +188,8 @@ class Batch:
     ``pixels``: their normalised float32 tensor (n, 3, H, W), or None when every row failed;
     ``errors``: position -> error, for the items of this batch that could not be read
     (under ``on_error`` other than ``"raise"``); ``keys``: for each of ``positions``, the
-    content key of the bytes decoded when the item is a file (None otherwise).
+    content key of the bytes decoded when the item is a file and ``keyed`` was asked for
+    (None otherwise).
     """
 
     positions: list[int]
@@ -249,7 +248,8 @@ def decoded_batches(work: Callable[[int], Any], rows: Sequence[Any], order: Sequ
 def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preprocessor, *,
                   batch_size: int, decode: str = "reduced", workers: int = 1,
                   on_error: str = "raise", order: Sequence[int] | None = None,
-                  rng: np.random.Generator | None = None) -> Iterator[Batch]:
+                  rng: np.random.Generator | None = None, keyed: bool = False
+                  ) -> Iterator[Batch]:
     """Decode and preprocess images a batch at a time, in background threads.
 
     Parameters
@@ -267,6 +267,9 @@ def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preproc
     order : positions to read, in this order (default: all, in order).
     rng : a generator for training-time augmentation (random crops and flips); None for the
         evaluation transform.
+    keyed : bool
+        Fill :attr:`Batch.keys` with the content key of each file's decoded bytes (what a
+        cache stores under); without it files are not hashed and the keys are None.
 
     Examples
     --------
@@ -284,7 +287,8 @@ def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preproc
                 if rng is not None else {})
 
     def work(position: int) -> tuple[np.ndarray, bytes | None]:
-        image, key = load_image_keyed(items[position], draft=draft)
+        image, key = (load_image_keyed(items[position], draft=draft) if keyed
+                      else (load_image(items[position], draft=draft), None))
         return preprocess.crop(image, augments.get(position)), key
 
     for positions, results, errors in decoded_batches(work, rows, order, batch_size=batch_size,

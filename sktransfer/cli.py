@@ -192,8 +192,8 @@ def _embedder(kind: str, model: str | None, cache: Path | None, **image_options:
 
 def _embed(args: argparse.Namespace) -> int:
     items, ids, kind = _collect_inputs(args.inputs, args.column, args.kind)
-    if kind == "image":
-        _check_files(items, ids, args.on_error)
+    if kind == "image" and args.on_error == "raise":  # otherwise bad rows are filled anyway
+        _check_files(items)
     image_options = {"layer": args.layer, "pooling": args.pooling, "weights": args.weights}
     # Rows that fail are collected (on_error "nan" inside), so that every bad input is named,
     # not just the first; "raise" then fails the command without writing the output.
@@ -207,8 +207,9 @@ def _embed(args: argparse.Namespace) -> int:
     try:
         _embed_in_chunks(embedder, items, ids, writer, failed, progress=not args.no_progress)
         if failed and args.on_error == "raise":
-            raise CommandError(_failures(failed, ids, "could not be embedded; nothing was "
-                                         "written (--on-error zeros or nan writes the others)"))
+            raise CommandError(_failures(failed, len(items), "could not be embedded; nothing "
+                                         "was written (--on-error zeros or nan writes the "
+                                         "others)"))
         writer.commit()
     except BaseException:
         writer.abort()
@@ -245,7 +246,7 @@ def _embed_in_chunks(embedder: Any, items: list[Any], ids: list[str], writer: Fe
 _BATCHES_PER_CHUNK = 32
 
 
-def _check_files(items: list[Any], ids: list[str], on_error: str) -> None:
+def _check_files(items: list[Any]) -> None:
     """Every image file is checked (exists, regular, not empty, within the size limit)
     before any work, and all bad ones are named at once."""
     from sktransfer._decode import RowProblem, check_image_file
@@ -257,16 +258,17 @@ def _check_files(items: list[Any], ids: list[str], on_error: str) -> None:
                 check_image_file(item)
             except RowProblem as problem:
                 problems[row] = problem
-    if problems and on_error == "raise":
-        raise CommandError(_failures(problems, ids, "cannot be read; nothing was embedded"))
+    if problems:
+        raise CommandError(_failures(problems, len(items), "cannot be read; nothing was "
+                                     "embedded"))
 
 
-def _failures(problems: dict[Any, Any], ids: list[str], outcome: str) -> str:
+def _failures(problems: dict[Any, Any], total: int, outcome: str) -> str:
     """One message naming every bad input by its row (the first 20, then a count)."""
     lines = [f"  row {row}: {getattr(problem, 'problem', problem)}"
              for row, problem in list(problems.items())[:20]]
     more = [f"  ... and {len(problems) - 20} more"] if len(problems) > 20 else []
-    return "\n".join([f"{len(problems)} of {len(ids)} inputs {outcome}:", *lines, *more])
+    return "\n".join([f"{len(problems)} of {total} inputs {outcome}:", *lines, *more])
 
 
 def _models(args: argparse.Namespace) -> int:

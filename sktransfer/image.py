@@ -232,7 +232,8 @@ class ImageEmbedder(BaseEmbedder):
         workers = max(1, min(engine.execution.threads, os.cpu_count() or 1))
         for batch in image_batches(items, rows, Preprocessor(backbone.data_config),
                                    batch_size=self.batch_size, decode=self.decode,
-                                   workers=workers, on_error=self.on_error):
+                                   workers=workers, on_error=self.on_error,
+                                   keyed=self.cache is not None):
             vectors = (engine(batch.pixels) if batch.pixels is not None
                        else np.empty((0, self.n_features_out_), dtype=np.float32))
             yield batch.positions, vectors, batch.errors, batch.keys

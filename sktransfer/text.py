@@ -167,7 +167,7 @@ class TextEmbedder(BaseEmbedder):
             with torch_threads(self.n_threads):
                 vectors = backbone.encode([items[p] for p in positions],
                                           batch_size=self.batch_size, normalize=self.normalize,
-                                          precision=plan, progress=False)
+                                          precision=plan)
             yield positions, vectors, {}, [None] * len(positions)
 
 

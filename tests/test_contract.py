@@ -70,5 +70,5 @@ def test_text_trainable_groups_are_embeddings_then_each_layer():
     np.testing.assert_allclose(
         torch.nn.functional.normalize(trainable.module.embed(["a fine film"]), dim=1)
         .detach().numpy(),
-        backbone.encode(["a fine film"], batch_size=1, normalize=True, precision="float32",
-                        progress=False), atol=1e-5)
+        backbone.encode(["a fine film"], batch_size=1, normalize=True, precision="float32"),
+        atol=1e-5)

@@ -176,3 +176,22 @@ def test_fine_tuning_sees_exactly_the_embedders_input(photo_files, monkeypatch):
                         real_forward(x))
     clf.predict_proba(files)
     assert torch.equal(torch.cat(inputs), embedder_input)
+
+
+def test_files_are_hashed_only_when_keys_are_asked_for(tmp_path, monkeypatch):
+    """Without a cache nothing needs a file's content key: decoding must not pay for it."""
+    import sktransfer._decode
+    from sktransfer._decode import image_content_key
+
+    path = tmp_path / "a.png"
+    Image.fromarray(noise(1)[0]).save(path)
+    items, prep = [str(path), noise(1)[0]], Preprocessor(PREP)
+    hashed = []
+    real = sktransfer._decode.content_digest
+    monkeypatch.setattr(sktransfer._decode, "content_digest",
+                        lambda *parts: hashed.append(1) or real(*parts))
+    plain = next(image_batches(items, range(2), prep, batch_size=2))
+    assert plain.keys == [None, None] and hashed == []
+    keyed = next(image_batches(items, range(2), prep, batch_size=2, keyed=True))
+    assert keyed.keys == [image_content_key(str(path)), None]
+    assert torch.equal(keyed.pixels, plain.pixels)

@@ -119,6 +119,6 @@ class ImageBackbone(Backbone, Protocol):
 class TextBackbone(Backbone, Protocol):
     """A sentence-embedding model."""
 
-    def encode(self, texts: list[str], *, batch_size: int, normalize: bool, precision: str,
-               progress: bool) -> Any:
+    def encode(self, texts: list[str], *, batch_size: int, normalize: bool,
+               precision: str) -> Any:
         """Embed a list of strings as a float32 (N, D) array."""

@@ -57,8 +57,8 @@ class SentenceBackbone:
         """Text models have one output: the sentence embedding."""
         return [self.n_features for _ in layers]
 
-    def encode(self, texts: list[str], *, batch_size: int, normalize: bool, precision: str,
-               progress: bool) -> np.ndarray:
+    def encode(self, texts: list[str], *, batch_size: int, normalize: bool,
+               precision: str) -> np.ndarray:
         """Embed texts, each padded to a fixed bucket of its own length, so that its vector
         does not depend on the other texts of its batch.
 
@@ -72,8 +72,7 @@ class SentenceBackbone:
         model.eval()
         out = np.empty((len(texts), self.n_features), dtype=np.float32)
         with inference(self.device, precision):
-            features = model.preprocess(texts) if hasattr(model, "preprocess") \
-                else model.tokenize(texts)
+            features = tokenize(model, texts)
             if not _paddable(features):  # not a plain token model: its own encode
                 return self._encode_plainly(model, texts, batch_size, normalize)
             lengths = features["attention_mask"].sum(dim=1)
@@ -140,6 +139,13 @@ class SentenceBackbone:
 PAD_MULTIPLE = 8  # bucket width in tokens: at most 7 padding tokens per text
 
 
+def tokenize(model: Any, texts: list[str]) -> dict[str, Any]:
+    """The model's input features for ``texts`` (``preprocess`` in sentence-transformers 5+,
+    ``tokenize`` before it)."""
+    prepare = getattr(model, "preprocess", None) or model.tokenize
+    return prepare(texts)
+
+
 def _pad_to(features: dict[str, Any], width: int, pad_id: int) -> dict[str, Any]:
     """Right-pad token ids (with ``pad_id``) and masks (with 0) to ``width`` tokens."""
     padded = {}
@@ -172,9 +178,8 @@ class SentenceClassifier(torch.nn.Module):
 
     def embed(self, texts: list[str]) -> Any:
         device = self.head.weight.device
-        prepare = getattr(self.encoder, "preprocess", None) or self.encoder.tokenize
         features = {key: value.to(device) if isinstance(value, torch.Tensor) else value
-                    for key, value in prepare(texts).items()}
+                    for key, value in tokenize(self.encoder, texts).items()}
         return self.encoder(features)["sentence_embedding"]
 
     def forward(self, texts: list[str]) -> Any:
