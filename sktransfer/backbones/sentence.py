@@ -64,7 +64,8 @@ class SentenceBackbone:
 
         Measured on MiniLM in bfloat16: with the padded length fixed, a text's vector is
         bit-identical alone and in any batch; padded to the longest text of its batch (what
-        ``SentenceTransformer.encode`` does), it moves by up to 9.6e-4. Texts are grouped by
+        ``SentenceTransformer.encode`` does), it moves by up to 9.7e-4
+        (``python benchmarks/text_buckets.py``). Texts are grouped by
         bucket (their token count rounded up to a multiple of ``PAD_MULTIPLE``) and batched
         within a group. ``normalize=False`` skips the model's own Normalize module too.
         """
