@@ -27,7 +27,7 @@ SECTIONS = {
     "Errors and warnings": ["sktransfer.InputError", "sktransfer.ModelUnavailableError",
                             "sktransfer.WeightsMismatchError", "sktransfer.NonFiniteOutputError",
                             "sktransfer.CacheError", "sktransfer.EmbeddingWarning",
-                            "sktransfer.LicenseWarning"],
+                            "sktransfer.LicenseWarning", "sktransfer.WeightsReinterpretedWarning"],
 }
 
 

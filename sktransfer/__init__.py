@@ -23,6 +23,7 @@ _LAZY = {
     "CacheError": "sktransfer.exceptions",
     "EmbeddingWarning": "sktransfer.exceptions",
     "LicenseWarning": "sktransfer.exceptions",
+    "WeightsReinterpretedWarning": "sktransfer.exceptions",
     "FeatureCache": "sktransfer.cache",
     "FineTunedImageClassifier": "sktransfer.finetune",
     "FineTunedTextClassifier": "sktransfer.finetune",

@@ -86,9 +86,10 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         backbone = self._get_backbone()
         self.n_features_out_ = self._n_features(backbone)
         self.weights_digest_ = backbone.digest
+        self.weights_source_ = backbone.source
         self.license_ = backbone.license
         self._record_fit(backbone)
-        warn_about_license(self.model, self.license_)
+        warn_about_license(self.model, self.license_, getattr(self, "weights", "pretrained"))
         return self
 
     def _record_fit(self, backbone: Any) -> None:

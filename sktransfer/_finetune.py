@@ -90,7 +90,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self._remember(backbone)
         self._check(items)  # every bad row fails here, before any training
         self.license_ = backbone.license
-        warn_about_license(self.model, self.license_)
+        self.weights_source_ = backbone.source
+        warn_about_license(self.model, self.license_, getattr(self, "weights", "pretrained"))
         seed = 0 if self.random_state is None else self.random_state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -24,6 +24,28 @@ from sktransfer.exceptions import InputError
 _MARGIN = 4  # output pixels: covers the support of every Pillow filter (lanczos: 3)
 _MAX_RESIZED_PIXELS = 2**22  # beyond this a resize is boxed on both axes (12 MiB as RGB)
 _PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+INTERPOLATIONS = tuple(_PIL_FILTERS)  # what ``interpolation`` in a data config may be
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+_CROP_MODES = ("center", "squash", "border")
+
+
+def check_preprocessing(preprocessing: dict[str, Any] | None) -> None:
+    """Raise a ValueError for a ``preprocessing=`` key or value the pipeline cannot honour."""
+    for key, value in (preprocessing or {}).items():
+        if key not in DATA_CONFIG_KEYS:
+            raise ValueError(f"preprocessing key {key!r} is not one of "
+                             f"{', '.join(DATA_CONFIG_KEYS)}")
+        if key == "interpolation" and value not in INTERPOLATIONS:
+            raise ValueError(f"preprocessing interpolation={value!r} is not one of "
+                             f"{', '.join(INTERPOLATIONS)}")
+        if key == "crop_mode" and value not in _CROP_MODES:
+            raise ValueError(f"preprocessing crop_mode={value!r} is not one of "
+                             f"{', '.join(_CROP_MODES)}")
+        if key in ("mean", "std") and (len(value) != 3 or (key == "std" and min(value) <= 0)):
+            raise ValueError(f"preprocessing {key} must be 3 numbers (RGB), got {value!r}")
+        if key == "crop_pct" and not 0 < value <= 1:
+            raise ValueError(f"preprocessing crop_pct must be in (0, 1], got {value!r}")
+
 
 
 class Preprocessor:

@@ -47,3 +47,8 @@ class LicenseWarning(UserWarning):
 
 class EmbeddingWarning(UserWarning):
     """Some rows could not be embedded and were filled as ``on_error`` says."""
+
+
+class WeightsReinterpretedWarning(UserWarning):
+    """Checkpoint weights were changed to fit the network (position embeddings resampled to
+    another input size, a layout converted); the message names what changed."""

@@ -32,7 +32,11 @@ class FineTunedImageClassifier(FineTunedClassifier):
     model : str, default="tf_efficientnet_lite0.packaged"
         As for :class:`ImageEmbedder`: a registered name, a timm name, or a timm folder.
     weights : str, default="pretrained"
-        ``"pretrained"``, ``"random"`` (training from scratch) or a checkpoint path.
+        ``"pretrained"``, ``"random"`` (training from scratch) or a checkpoint path (its
+        classifier head, of any size, is ignored: the new head is trained).
+    model_args, preprocessing, weights_license : dict, dict, str or None, default=None
+        As for :class:`ImageEmbedder`: arguments for ``timm.create_model``, overrides of
+        the data config, and the licence of a weights file.
     max_epochs : int, default=8
     head_epochs : int, default=1
         Epochs that train the new head alone before any backbone group is unfrozen.
@@ -80,6 +84,8 @@ class FineTunedImageClassifier(FineTunedClassifier):
         Backbone layer groups (timm's coarse groups).
     license_ : str
         Licence of the pretrained weights (a warning says when it restricts use).
+    weights_source_ : str
+        Where the weights came from (a file's resolved path, a registered name, ...).
     data_config_ : dict
         The model's timm preprocessing (input size, interpolation, crop, mean, std): what
         :class:`ImageEmbedder` uses for the same model. Kept, so that predicting after
@@ -103,11 +109,16 @@ class FineTunedImageClassifier(FineTunedClassifier):
     _parameter_constraints: ClassVar[dict] = {
         **FineTunedClassifier._parameter_constraints,
         "weights": [str],
+        "model_args": [None, dict],
+        "preprocessing": [None, dict],
+        "weights_license": [None, str],
         "augment": ["boolean"],
     }
 
     def __init__(self, model: str = "tf_efficientnet_lite0.packaged", *,
-                 weights: str = "pretrained", max_epochs: int = 8, head_epochs: int = 1,
+                 weights: str = "pretrained", model_args: dict[str, Any] | None = None,
+                 preprocessing: dict[str, Any] | None = None,
+                 weights_license: str | None = None, max_epochs: int = 8, head_epochs: int = 1,
                  unfreeze_every: int = 1, unfreeze_depth: int | None = None, lr: float = 1e-3,
                  backbone_lr_ratio: float = 0.1, layer_decay: float = 0.5,
                  weight_decay: float = 1e-4, batchnorm: str = "frozen",
@@ -117,6 +128,9 @@ class FineTunedImageClassifier(FineTunedClassifier):
                  progress: bool = False):
         self.model = model
         self.weights = weights
+        self.model_args = model_args
+        self.preprocessing = preprocessing
+        self.weights_license = weights_license
         self.max_epochs = max_epochs
         self.head_epochs = head_epochs
         self.unfreeze_every = unfreeze_every
@@ -135,24 +149,27 @@ class FineTunedImageClassifier(FineTunedClassifier):
         self.random_state = random_state
         self.progress = progress
 
-    def _backbone(self) -> Any:
+    def _backbone(self, weights: str | None = None,
+                  model_args: dict[str, Any] | None = None) -> Any:
         from sktransfer.backbones._runtime import resolve_device
         from sktransfer.backbones.timm import get_timm_backbone
 
-        return get_timm_backbone(self.model, self.weights, resolve_device(self.device))
+        return get_timm_backbone(self.model, weights or self.weights,
+                                 resolve_device(self.device),
+                                 model_args=model_args or self.model_args,
+                                 preprocessing=self.preprocessing, license=self.weights_license)
 
     def _trainable(self, n_classes: int, *, pretrained: bool) -> Any:
-        # Unpickling (pretrained=False) needs the architecture only: random weights, never a
+        if pretrained:
+            return self._backbone().trainable(n_classes)
+        # Unpickling needs the fitted architecture only (with the arguments it was built
+        # with, an img_size read from the checkpoint included): random weights, never a
         # download, since the learned weights are loaded next.
-        from sktransfer.backbones._runtime import resolve_device
-        from sktransfer.backbones.timm import get_timm_backbone
-
-        backbone = self._backbone() if pretrained else get_timm_backbone(
-            self.model, "random", resolve_device(self.device))
-        return backbone.trainable(n_classes)
+        return self._backbone("random", self.model_args_).trainable(n_classes)
 
     def _remember(self, backbone: Any) -> None:
         self.data_config_ = backbone.data_config
+        self.model_args_ = backbone.model_args
 
     def _check(self, items: list[Any]) -> None:
         for _ in self._batches(items, np.arange(len(items)), None, "cpu"):

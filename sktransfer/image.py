@@ -51,7 +51,21 @@ class ImageEmbedder(BaseEmbedder):
         ``"pretrained"``: the model's pretrained weights. ``"random"``: a seeded random
         initialisation, the baseline that shows what pretraining adds. Or the path of a
         ``.safetensors``/``.pth`` checkpoint for the ``model`` architecture; checkpoints are
-        read with ``torch.load(weights_only=True)``, never unpickled.
+        read with ``torch.load(weights_only=True)``, never unpickled. Every backbone tensor
+        must fit; the classifier head is ignored (absent, or of any number of classes). A
+        ViT checkpoint runs at the input size its position embeddings were trained for. See
+        docs/own_weights.md.
+    model_args : dict or None, default=None
+        Keyword arguments for ``timm.create_model`` (timm's ``model_args``), such as
+        ``{"img_size": 224}``; the input size follows ``img_size``. Weights resampled to fit
+        them (position embeddings) give a ``WeightsReinterpretedWarning``.
+    preprocessing : dict or None, default=None
+        Overrides of timm's data config for the model: ``input_size``, ``interpolation``,
+        ``mean``, ``std``, ``crop_pct``, ``crop_mode``. By default a weights file gets the
+        preprocessing of ``model``'s pretrained tag (or of the folder's ``config.json``).
+    weights_license : str or None, default=None
+        The licence of the weights, when you know it: a weights file is otherwise
+        ``"unknown"`` (with a ``LicenseWarning``), whatever timm says of its default weights.
     layer : int, None or list of them, default=None
         None: the model's pooled pre-logits features (what timm gives with ``num_classes=0``).
         An int selects the output of one intermediate stage or block through timm's
@@ -106,8 +120,10 @@ class ImageEmbedder(BaseEmbedder):
         Size of each embedding.
     weights_digest_ : str
         SHA-256 of the backbone's weights; a pickled embedder refuses other weights.
+    weights_source_ : str
+        Where the weights came from: a file's resolved path, a registered name, or "random".
     license_ : str
-        Licence of the pretrained weights.
+        Licence of the weights (``"unknown"`` for a file unless ``weights_license`` says).
     n_layers_ : int
         How many inner layers the model exposes to ``layer=``.
     layer_widths_ : list of int
@@ -141,6 +157,9 @@ class ImageEmbedder(BaseEmbedder):
     _parameter_constraints: ClassVar[dict] = {
         **BaseEmbedder._parameter_constraints,
         "weights": [str],
+        "model_args": [None, dict],
+        "preprocessing": [None, dict],
+        "weights_license": [None, str],
         "layer": [None, _LayerChoice()],
         "pooling": [StrOptions({"avg", "max", "cls", "token"})],
         "backend": [StrOptions({"auto", "torch", "onnxruntime", "compile"})],
@@ -152,6 +171,9 @@ class ImageEmbedder(BaseEmbedder):
         model: str = DEFAULT_IMAGE_MODEL,
         *,
         weights: str = "pretrained",
+        model_args: dict[str, Any] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        weights_license: str | None = None,
         layer: int | list[int | None] | None = None,
         pooling: str = "avg",
         batch_size: int = 32,
@@ -166,6 +188,9 @@ class ImageEmbedder(BaseEmbedder):
     ):
         self.model = model
         self.weights = weights
+        self.model_args = model_args
+        self.preprocessing = preprocessing
+        self.weights_license = weights_license
         self.layer = layer
         self.pooling = pooling
         self.batch_size = batch_size
@@ -186,7 +211,9 @@ class ImageEmbedder(BaseEmbedder):
         from sktransfer.backbones._runtime import resolve_device
         from sktransfer.backbones.timm import get_timm_backbone
 
-        return get_timm_backbone(self.model, self.weights, resolve_device(self.device))
+        return get_timm_backbone(self.model, self.weights, resolve_device(self.device),
+                                 model_args=self.model_args, preprocessing=self.preprocessing,
+                                 license=self.weights_license)
 
     @property
     def _pool(self) -> str:
@@ -207,9 +234,13 @@ class ImageEmbedder(BaseEmbedder):
 
     def _identity(self, backbone: Any, plan: Any) -> dict[str, Any]:
         layers = [backbone.normalize_layer(layer) for layer in self._layers]
-        return {"model": self.model, "weights": backbone.digest,
-                "preprocessing": backbone.data_config, "layer": layers, "pooling": self._pool,
-                "precision": plan.precision, "backend": plan.backend, "decode": self.decode}
+        identity = {"model": self.model, "weights": backbone.digest,
+                    "preprocessing": backbone.data_config, "layer": layers,
+                    "pooling": self._pool, "precision": plan.precision,
+                    "backend": plan.backend, "decode": self.decode}
+        if backbone.model_args:  # only when given: keys of earlier caches stay valid
+            identity["model_args"] = backbone.model_args
+        return identity
 
     def _content_key(self, item: Any) -> bytes | None:
         # Only a cache needs a file's content (so that renamed files hit); within one call

@@ -62,6 +62,8 @@ class TextEmbedder(BaseEmbedder):
         Size of each embedding.
     weights_digest_ : str
         SHA-256 of the model's weights; a pickled embedder refuses other weights.
+    weights_source_ : str
+        The resolved folder the model was loaded from.
     license_ : str
         Licence of the model, from the registry or the model card.
 

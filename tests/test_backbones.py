@@ -118,7 +118,7 @@ def test_pickled_checkpoints_are_never_executed(tmp_path):
 def test_checkpoint_that_does_not_fit_the_architecture(tmp_path):
     path = tmp_path / "other.safetensors"
     save_file(_create("test_convnext").state_dict(), path)
-    with pytest.raises(ValueError, match="do not fit EfficientNet"):
+    with pytest.raises(ValueError, match="do not fit test_efficientnet"):
         ImageEmbedder(TINY_CNN, weights=str(path)).fit(X)
     with pytest.raises(ValueError, match="pass the timm architecture as model="):
         ImageEmbedder(str(path)).fit(X)

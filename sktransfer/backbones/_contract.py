@@ -81,6 +81,7 @@ class Backbone(Protocol):
     name: str
     license: str
     digest: str  # SHA-256 of the weights: names, dtypes, shapes and bytes
+    source: str  # where the weights came from: a file, a folder, a registered name, "random"
     device: str
 
     @property

@@ -99,7 +99,7 @@ def _ensure_builtins() -> None:
             register_backbone(spec, aliases=aliases)
 
 
-_WARNED_LICENSES: set[tuple[str, str]] = set()
+_WARNED_LICENSES: set[tuple[str, str, str]] = set()
 _NON_COMMERCIAL = re.compile(r"(\bnc\b|-nc-|-nc$|non-?commercial|research[- ]only)", re.I)
 
 
@@ -121,13 +121,18 @@ def license_restriction(license_: str | None) -> str | None:
     return None
 
 
-def warn_about_license(model: str, license_: str | None) -> None:
-    """Warn once per process and model when its weights' licence may forbid your use."""
+def warn_about_license(model: str, license_: str | None, weights: str = "pretrained") -> None:
+    """Warn once per process and weights when their licence may forbid your use."""
     restriction = license_restriction(license_)
-    if restriction is None or (model, str(license_)) in _WARNED_LICENSES:
+    if restriction is None or (model, weights, str(license_)) in _WARNED_LICENSES:
         return
-    _WARNED_LICENSES.add((model, str(license_)))
+    _WARNED_LICENSES.add((model, weights, str(license_)))
+    what = f"model {model!r}" + ("" if weights in ("pretrained", "random")
+                                 else f" from {weights!r}")
     advice = ("it may not be used commercially" if restriction == "non-commercial" else
-              "check the model card before you use it, above all commercially")
-    warnings.warn(f"the weights of model {model!r} have a {restriction} licence "
+              "check the model card before you use it, above all commercially"
+              if weights in ("pretrained", "random") else
+              "check where the file came from, and say what you know with weights_license=")
+    article = "an" if restriction[0] in "aeiou" else "a"
+    warnings.warn(f"the weights of {what} have {article} {restriction} licence "
                   f"({license_!r}): {advice}", LicenseWarning, stacklevel=3)

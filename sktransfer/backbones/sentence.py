@@ -38,6 +38,7 @@ class SentenceBackbone:
     license: str
     digest: str
     device: str
+    source: str = ""
 
     _unnormalized: Any = field(default=None, repr=False)
 
@@ -217,6 +218,7 @@ def _load(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:
         license=license_ or _license_from_card(folder),
         digest=weights_digest(net),
         device=device,
+        source=str(folder.resolve()),
     )
 
 

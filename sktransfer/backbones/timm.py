@@ -8,36 +8,29 @@ safetensors or ``torch.load(weights_only=True)``: no arbitrary pickle is ever ex
 from __future__ import annotations
 
 import copy
-import difflib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sktransfer.backbones import _hub
+from sktransfer._images import check_preprocessing
+from sktransfer.backbones._checkpoint import (
+    checkpoint_img_size,
+    head_names,
+    load_backbone_state,
+    read_checkpoint,
+)
 from sktransfer.backbones._contract import Layers, Trainable
-from sktransfer.backbones._registry import get_backbone_spec, list_backbones
 from sktransfer.backbones._runtime import load_once, weights_digest
-from sktransfer.exceptions import ModelUnavailableError
+from sktransfer.backbones._timm_sources import check_architecture, find_origin
+
+logger = logging.getLogger("sktransfer")
 
 RANDOM_WEIGHTS_LICENSE = "none (random weights)"
 _RANDOM_SEED = 0
-
-
-def _local_hint() -> str:
-    offline = [r["name"] for r in list_backbones("timm") if r["available_offline"]]
-    hint = (
-        "To use weights you have on disk, pass ImageEmbedder(model='<timm architecture>', "
-        "weights='/path/to/model.safetensors'), or model='/path/to/folder' for a folder saved "
-        "by timm (config.json + model.safetensors)."
-    )
-    if offline:
-        hint += f" Pretrained models that work offline here: {', '.join(offline)}."
-    else:
-        hint += " For offline pretrained models: pip install 'sktransfer[offline]'."
-    return hint
 
 
 @dataclass
@@ -50,6 +43,8 @@ class TimmBackbone:
     license: str
     digest: str
     device: str
+    source: str = ""  # where the weights came from: a file, a registered name, "random"
+    model_args: dict[str, Any] = field(default_factory=dict)  # given to timm.create_model
     _gmacs: float | None = field(default=None, repr=False)
     engines: dict[Any, Any] = field(default_factory=dict, repr=False)
 
@@ -205,19 +200,28 @@ def _pool_spatial(features: Any, pooling: str) -> Any:
     return features.mean(dim=(2, 3)) if pooling == "avg" else features.amax(dim=(2, 3))
 
 
-def get_timm_backbone(model: str, weights: str, device: str) -> TimmBackbone:
-    """The shared backbone for (model, weights, device), loaded at most once per process.
+def get_timm_backbone(model: str, weights: str, device: str, *,
+                      model_args: dict[str, Any] | None = None,
+                      preprocessing: dict[str, Any] | None = None,
+                      license: str | None = None) -> TimmBackbone:
+    """The shared backbone for these arguments, loaded at most once per process.
 
+    ``model_args`` go to ``timm.create_model`` (``img_size``, ...); ``preprocessing``
+    overrides keys of timm's data config; ``license`` names the licence of a weights file.
     Local files are part of the key with their size, mtime, ctime and inode, checked on each
     call: a checkpoint or model folder overwritten in place is loaded again, never served
     under its old identity.
     """
+    check_preprocessing(preprocessing)
     weights_key = weights if weights in ("pretrained", "random") else _stamp(Path(weights))
     folder = Path(model).expanduser()
     model_key = (model, *(_stamp(folder / name) for name in _FOLDER_FILES)) \
         if folder.is_dir() else model
-    return load_once(("timm", model_key, weights_key, device),
-                     lambda: _load(model, weights, device))
+    options = json.dumps([model_args or {}, preprocessing or {}, license], sort_keys=True,
+                         default=repr)
+    return load_once(("timm", model_key, weights_key, device, options),
+                     lambda: _load(model, weights, device, dict(model_args or {}),
+                                   dict(preprocessing or {}), license))
 
 
 _FOLDER_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
@@ -233,152 +237,89 @@ def _stamp(path: Path) -> tuple:
     return (str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
-def _load(model: str, weights: str, device: str) -> TimmBackbone:
-    import timm
-
-    spec = get_backbone_spec(model, "timm")
-    if spec is not None:
-        net = _create(spec.architecture)
-        if weights == "pretrained":
-            _load_state_dict(net, spec.load(), source=f"packaged weights of '{model}'")
-        license_ = spec.license
-    elif model.startswith("hf-hub:") or Path(model).expanduser().is_dir():
-        folder = (
-            _hub.hf_snapshot(model.removeprefix("hf-hub:"), local_hint=_local_hint())
-            if model.startswith("hf-hub:")
-            else Path(model).expanduser()
-        )
-        net, license_, weights_file = _from_folder(folder)
-        if weights == "pretrained":
-            _load_state_dict(net, read_checkpoint(weights_file), source=str(weights_file))
-    elif Path(model).expanduser().is_file():
-        raise ValueError(
-            f"model={model!r} is a file; pass the timm architecture as model= and the file as "
-            f"weights=, e.g. ImageEmbedder(model='resnet50', weights={model!r})"
-        )
-    else:
-        net = _create(model)
-        license_ = net.pretrained_cfg.get("license") or "unknown"
-        if weights == "pretrained":
-            path = _pretrained_file(model, net.pretrained_cfg)
-            _load_state_dict(net, read_checkpoint(path), source=str(path))
+def _load(model: str, weights: str, device: str, model_args: dict[str, Any],
+          preprocessing: dict[str, Any], license: str | None) -> TimmBackbone:
+    origin = find_origin(model, weights)
     if weights == "random":
-        license_ = RANDOM_WEIGHTS_LICENSE
-    elif weights != "pretrained":
-        path = Path(weights).expanduser()
-        _load_state_dict(net, read_checkpoint(path), source=str(path))
+        state, license_, source = None, RANDOM_WEIGHTS_LICENSE, f"random (seed {_RANDOM_SEED})"
+    elif weights == "pretrained":
+        state, license_, source = origin.state(), origin.license, origin.source
+    else:  # a user's file: its licence is theirs to tell
+        path = Path(weights).expanduser().resolve()
+        state, license_, source = read_checkpoint(path), "unknown", str(path)
+    if license is not None and weights != "random":
+        license_ = license
+    kwargs = {**origin.kwargs, **model_args}
+    net = _create(origin.architecture, **kwargs)
+    trained_at = None if state is None or "img_size" in kwargs else \
+        checkpoint_img_size(net, state)
+    if trained_at is not None:  # run it where it was trained, rather than resample it
+        logger.info("%s: position embeddings for %d px inputs; building %s with img_size=%d",
+                    source, trained_at, origin.architecture, trained_at)
+        kwargs["img_size"] = trained_at
+        net = _create(origin.architecture, **kwargs)
+    head = head_names(net)
     net.reset_classifier(0)
+    if state is not None:
+        load_backbone_state(net, state, head=head, source=source)
     net.eval()
     # channels_last: oneDNN's fast convolution layout on CPU (1.3-1.6x for convnets here).
     net.to(device=device, memory_format=torch.channels_last)
     return TimmBackbone(
         name=model,
         model=net,
-        data_config=timm.data.resolve_model_data_config(net),
+        data_config=_data_config(net, kwargs, preprocessing),
         license=license_,
         digest=weights_digest(net),
         device=device,
+        source=source,
+        model_args={k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"},
     )
 
 
 def _create(architecture: str, **kwargs: Any) -> Any:
     import timm
 
-    name = architecture.split(".")[0]
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown image model {architecture!r}: not registered in sktransfer "
-                         f"and not a timm architecture.{hint}")
+    check_architecture(architecture)
     # Random weights are reproducible: the same seed in every process, without touching the
     # caller's global random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_RANDOM_SEED)
-        return timm.create_model(architecture, pretrained=False, **kwargs)
-
-
-def _from_folder(folder: Path) -> tuple[Any, str, Path]:
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ValueError(f"{folder} has no config.json; a timm model folder is written by "
-                         "timm.models.save_for_hf or downloaded from the hub")
-    config = json.loads(config_file.read_text())
-    architecture = config.get("architecture")
-    if not architecture:
-        raise ValueError(f"{config_file} names no 'architecture'")
-    pretrained_cfg = dict(config.get("pretrained_cfg") or {})
-    kwargs: dict[str, Any] = {"num_classes": config.get("num_classes", 1000)}
-    kwargs.update(config.get("model_args") or {})
-    net = _create(architecture, pretrained_cfg_overlay=pretrained_cfg, **kwargs)
-    license_ = pretrained_cfg.get("license") or config.get("license") or "unknown"
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return net, license_, folder / name
-    raise ValueError(f"{folder} has no model.safetensors or pytorch_model.bin")
-
-
-def _pretrained_file(model: str, cfg: dict[str, Any]) -> Path:
-    hint = _local_hint()
-    if cfg.get("hf_hub_id"):
-        names = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else ()
-        return _hub.hf_file(cfg["hf_hub_id"], (*names, "model.safetensors", "pytorch_model.bin"),
-                            local_hint=hint)
-    if cfg.get("url"):
-        return _hub.url_file(cfg["url"], local_hint=hint)
-    raise ModelUnavailableError(f"timm has no pretrained weights for '{model}'. {hint}")
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A state dict from a safetensors file or a weights-only torch checkpoint."""
-    import pickle
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path))
-        except Exception as error:  # SafetensorError, OSError: both name no path
-            raise ValueError(f"{path} is not a readable safetensors file "
-                             f"({type(error).__name__}: {error})") from None
-    if path.suffix == ".npz":
-        raise ValueError(f"{path}: .npz (JAX) checkpoints are not supported; use the timm "
-                         "safetensors release of the same model")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+            return timm.create_model(architecture, pretrained=False, **kwargs)
+        except TypeError as error:  # an argument the architecture does not take
+            args = {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}
+            raise ValueError(f"timm cannot build {architecture!r} with model_args={args}: "
+                             f"{error}") from None
+
+
+def _data_config(net: Any, kwargs: dict[str, Any],
+                 preprocessing: dict[str, Any]) -> dict[str, Any]:
+    """timm's data config for ``net``, its input size following ``img_size``, then the
+    user's overrides."""
+    import timm
+
+    config = dict(timm.data.resolve_model_data_config(net))
+    if "img_size" in kwargs:
+        height, width = _pair(kwargs["img_size"])
+        config["input_size"] = (config["input_size"][0], height, width)
+    for key, value in preprocessing.items():
+        if key == "input_size":
+            value = (3, *_pair(value[-2:] if len(value) == 3 else value))
+        config[key] = tuple(value) if isinstance(value, list) else value
+    patch_embed = getattr(net, "patch_embed", None)
+    if (getattr(patch_embed, "strict_img_size", False) and not getattr(
+            net, "dynamic_img_size", False)
+            and tuple(patch_embed.img_size) != tuple(config["input_size"][1:])):
         raise ValueError(
-            f"{path} holds more than tensors, and sktransfer never unpickles arbitrary objects "
-            f"(torch.load(weights_only=True) refused it: {str(error).splitlines()[0]}). "
-            "Re-save it with torch.save(model.state_dict(), ...) or as safetensors."
-        ) from None
-    for key in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in checkpoint.items()}
+            f"{type(net).__name__} takes {tuple(patch_embed.img_size)} inputs only; to run it at "
+            f"{tuple(config['input_size'][1:])}, pass model_args={{'img_size': "
+            f"{config['input_size'][1]}}} (which resamples its position embeddings)")
+    return config
 
 
-def _load_state_dict(net: Any, state_dict: dict[str, Any], *, source: str) -> None:
-    try:
-        net.load_state_dict(state_dict, strict=True)
-        return
-    except RuntimeError as first_error:
-        error = first_error
-    # Original (non-timm) checkpoint layouts are remapped by timm's own filter for the family.
-    import sys
-
-    filter_fn = getattr(sys.modules[type(net).__module__], "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        try:
-            net.load_state_dict(filter_fn(state_dict, net), strict=True)
-            return
-        except (RuntimeError, KeyError, ValueError) as second_error:
-            error = second_error
-    summary = str(error).split("\n\t")[:3]
-    raise ValueError(f"weights from {source} do not fit {type(net).__name__}: "
-                     + " | ".join(summary)) from None
+def _pair(size: Any) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
