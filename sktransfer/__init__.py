@@ -27,6 +27,8 @@ _LAZY = {
     "FeatureCache": "sktransfer.cache",
     "FineTunedImageClassifier": "sktransfer.finetune",
     "FineTunedTextClassifier": "sktransfer.finetune",
+    "FineTunedImageEmbedder": "sktransfer.finetune",
+    "FineTunedTextEmbedder": "sktransfer.finetune",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,17 +1,27 @@
-"""The fine-tuning loop shared by :class:`~sktransfer.finetune.FineTunedImageClassifier` and
-:class:`~sktransfer.finetune.FineTunedTextClassifier`.
+"""The fine-tuning loop shared by the fine-tuned classifiers and embedders of
+:mod:`sktransfer.finetune`.
 
-The recipe (Howard and Ruder, 2018; Yosinski et al., 2014), as parameters:
+The recipe, as parameters (LP-FT: Kumar et al., 2022; gradual unfreezing: Howard and Ruder,
+2018):
 
-1. ``head_epochs`` epochs train only a new linear head on the frozen pretrained backbone.
-2. Then one more layer group is unfrozen from the top every ``unfreeze_every`` epochs, up to
-   ``unfreeze_depth`` groups (the backbone's own groups: ``Backbone.trainable``).
-3. Backbone groups learn at ``lr * backbone_lr_ratio``, each group below the top one at
-   ``layer_decay`` times the rate of the group above it (discriminative learning rates).
-4. A stratified validation split is scored every epoch; training stops after ``patience``
-   epochs without improvement and the best epoch's weights are restored.
+0. **Start where frozen ends.** The new head is a logistic regression fitted exactly on the
+   frozen features of the training split (standardised, its ``C`` chosen on the validation
+   split, class-weighted as ``class_weight`` says). That model is epoch 0, the first
+   candidate: fine-tuning only replaces it when validation says so.
+1. ``head_epochs`` epochs train only the head, then one more layer group is unfrozen from the
+   top every ``unfreeze_every`` epochs, up to ``unfreeze_depth`` groups.
+2. Backbone groups learn at ``lr * backbone_lr_ratio``, each group below at ``layer_decay``
+   times the rate of the group above; every rate warms up linearly over ``warmup_epochs`` and
+   then decays along a cosine to zero at ``max_epochs``.
+3. The loss is class-weighted (``class_weight="balanced"``, as in scikit-learn).
+4. Every epoch is scored on a stratified validation split with ``scoring`` (default: the
+   class-weighted log-loss after temperature scaling, a proper score that separates epochs a
+   small split's accuracy ties, without punishing an epoch for mere over-confidence), ties
+   broken by that log-loss. The kept epoch's temperature also calibrates ``predict_proba``.
+   With ``early_stopping``, training stops after ``patience`` epochs without improvement and
+   the best epoch is restored; without it, the last epoch is kept.
 
-A fitted classifier pickles with its learned weights (as safetensors bytes) and predicts the
+A fitted estimator pickles with its learned weights (as safetensors bytes) and predicts the
 same after unpickling in another process. This module imports torch (``import sktransfer``
 does not).
 """
@@ -21,37 +31,44 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.metrics import balanced_accuracy_score, get_scorer, get_scorer_names
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from sktransfer._probe import FeatureStore, calibrate, fit_probe
 from sktransfer.backbones._registry import warn_about_license
 
 logger = logging.getLogger("sktransfer")
 
+MAX_GRAD_NORM = 1.0  # gradients are clipped to this norm, as transformers' Trainer does
 
-class FineTunedClassifier(ClassifierMixin, BaseEstimator):
-    """The shared fine-tuning loop.
+
+class FineTuning(BaseEstimator):
+    """The shared fine-tuning loop (see the module docstring for the recipe).
 
     Subclasses supply ``_as_items(X)``, ``_backbone()`` (the shared frozen backbone),
     ``_trainable(n_classes, pretrained=...)`` (a ``Trainable``; ``pretrained=False`` when
     only the architecture is needed, before learned weights are loaded), ``_check(items)``
-    (raise for the first bad row before any training) and
-    ``_batches(items, order, rng, device)``, which yields
+    (raise for the first bad row before any training), ``_augments`` (whether training
+    batches are augmented) and ``_batches(items, order, rng, device)``, which yields
     ``(positions, inputs)`` for the module, augmented when ``rng`` is given.
     """
 
     _parameter_constraints: ClassVar[dict] = {
         "model": [str],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "head_init": [StrOptions({"probe", "random"})],
         "head_epochs": [Interval(Integral, 0, None, closed="left")],
         "unfreeze_every": [Interval(Integral, 1, None, closed="left")],
         "unfreeze_depth": [None, Interval(Integral, 0, None, closed="left")],
@@ -59,8 +76,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         "backbone_lr_ratio": [Interval(Real, 0, 1, closed="right")],
         "layer_decay": [Interval(Real, 0, 1, closed="right")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
         "batchnorm": [StrOptions({"frozen", "train"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "scoring": [None, StrOptions(set(get_scorer_names())), callable],
         "early_stopping": ["boolean"],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -68,22 +88,16 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         "random_state": [None, Interval(Integral, 0, None, closed="left")],
         "progress": ["boolean"],
     }
+    _augments = False
+    _reuse_frozen = True  # False runs the frozen layers every epoch (to measure the gain)
 
     # ---- the loop -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> FineTunedClassifier:
+    def _fine_tune(self, X: Any, y: Any) -> tuple[list[Any], np.ndarray]:
         """Fine-tune on (X, y); every input problem is reported before training starts."""
         from sktransfer.backbones._runtime import resolve_device
 
         self._validate_params()
-        items = self._as_items(X)
-        y = np.asarray(y)
-        if len(y) != len(items):
-            raise ValueError(f"X has {len(items)} samples but y has {len(y)} labels")
-        check_classification_targets(y)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"y has one class only ({self.classes_[0]!r}): a classifier "
-                             "needs at least two")
+        items, encoded = self._targets(X, y)
         train_rows, val_rows = self._split(encoded)
         device = resolve_device(self.device)
         backbone = self._backbone()
@@ -92,43 +106,61 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.license_ = backbone.license
         self.weights_source_ = backbone.source
         warn_about_license(self.model, self.license_, getattr(self, "weights", "pretrained"))
+        weights = self._class_weights(encoded)
         seed = 0 if self.random_state is None else self.random_state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             rng = np.random.default_rng(seed)
             trainable = self._trainable(len(self.classes_), pretrained=True)
-            net, groups, head = trainable.module, trainable.groups, trainable.head
-            net.to(device)
+            net, groups = trainable.module.to(device), trainable.groups
             self.n_layer_groups_ = len(groups)
-            self.history_ = []
-            best_score, best_state, waited = -math.inf, None, 0
-            optimizer, unfrozen_before = None, None
-            for epoch in range(self.max_epochs):
-                n_unfrozen = self._n_unfrozen(epoch, len(groups))
+            self.history_, self.best_epoch_, self.best_score_ = [], 0, -math.inf
+            run = _Run(self, net, items, encoded, train_rows, val_rows, weights, device)
+            best = run.start(trainable.head)
+            waited, optimizer, unfrozen_before = 0, None, None
+            for epoch in range(1, self.max_epochs + 1):
+                n_unfrozen = self._n_unfrozen(epoch - 1, len(groups))
                 if n_unfrozen != unfrozen_before:  # a new phase: new parameter groups
-                    optimizer = self._optimizer(groups, head, n_unfrozen)
+                    optimizer = self._optimizer(groups, trainable.head, n_unfrozen)
                     unfrozen_before = n_unfrozen
-                loss = self._train_epoch(net, items, encoded, train_rows, optimizer, rng, device)
-                score = balanced_accuracy_score(encoded[val_rows], self._proba(
-                    net, items, val_rows, device).argmax(axis=1))
-                self.history_.append({
-                    "epoch": epoch, "unfrozen_groups": n_unfrozen, "train_loss": loss,
-                    "val_balanced_accuracy": score,
-                    "lrs": [group["lr"] for group in optimizer.param_groups]})
-                self._report(epoch, loss, score, n_unfrozen)
-                if score > best_score:
-                    best_score, waited = score, 0
-                    best_state = copy.deepcopy(net.state_dict())
-                    self.best_epoch_ = epoch
+                started = time.perf_counter()
+                loss = run.train_epoch(optimizer, rng, epoch, n_unfrozen)
+                candidate = run.evaluate(epoch, n_unfrozen, loss, optimizer,
+                                         seconds=time.perf_counter() - started)
+                better = run.better(candidate, best)
+                if better or not self.early_stopping:
+                    waited = 0 if better else waited + 1
+                    best = candidate
+                    self.best_epoch_, self.best_score_ = epoch, candidate[0]
+                    run.keep()
                 else:
                     waited += 1
-                    if self.early_stopping and waited >= self.patience:
+                    if waited >= self.patience:
                         break
-            net.load_state_dict(best_state)
+            net.load_state_dict(run.kept)
+            if self.best_epoch_ == 0 and self.head_init == "probe":
+                run.refit_probe(trainable.head)
         net.eval()
-        self.best_score_ = best_score
         self.net_ = net
-        return self
+        return items, encoded
+
+    def _targets(self, X: Any, y: Any) -> tuple[list[Any], np.ndarray]:
+        items = self._as_items(X)
+        y = np.asarray(y)
+        if len(y) != len(items):
+            raise ValueError(f"X has {len(items)} samples but y has {len(y)} labels")
+        check_classification_targets(y)
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has one class only ({self.classes_[0]!r}): fine-tuning "
+                             "needs at least two")
+        return items, encoded
+
+    def _class_weights(self, encoded: np.ndarray) -> np.ndarray | None:
+        if self.class_weight is None:
+            return None
+        return compute_class_weight(self.class_weight, classes=self.classes_,
+                                    y=self.classes_[encoded]).astype(np.float32)
 
     def _split(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(len(encoded))
@@ -145,48 +177,33 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                                       random_state=self.random_state or 0)
         return np.sort(train), np.sort(val)
 
-    def _n_unfrozen(self, epoch: int, n_groups: int) -> int:
-        """Backbone groups trainable in this epoch, counted from the top."""
-        if epoch < self.head_epochs:
+    def _n_unfrozen(self, step: int, n_groups: int) -> int:
+        """Backbone groups trainable in training epoch ``step`` (0-based), from the top."""
+        if step < self.head_epochs:
             return 0
         depth = n_groups if self.unfreeze_depth is None else min(self.unfreeze_depth, n_groups)
-        return min(depth, 1 + (epoch - self.head_epochs) // self.unfreeze_every)
+        return min(depth, 1 + (step - self.head_epochs) // self.unfreeze_every)
 
     def _optimizer(self, groups: list[list[Any]], head: list[Any], n_unfrozen: int) -> Any:
-        param_groups = [{"params": head, "lr": self.lr, "name": "head"}]
+        param_groups = [{"params": head, "lr": self.lr, "base_lr": self.lr, "name": "head"}]
         for depth in range(n_unfrozen):  # depth 0 = the group just below the head
             index = len(groups) - 1 - depth
             rate = self.lr * self.backbone_lr_ratio * self.layer_decay ** depth
-            param_groups.append({"params": groups[index], "lr": rate, "name": f"group{index}"})
+            param_groups.append({"params": groups[index], "lr": rate, "base_lr": rate,
+                                 "name": f"group{index}"})
         trainable = {id(p) for group in param_groups for p in group["params"]}
         for group in groups:
             for parameter in group:
                 parameter.requires_grad_(id(parameter) in trainable)
         return torch.optim.AdamW(param_groups, weight_decay=self.weight_decay)
 
-    def _train_epoch(self, net: Any, items: list[Any], encoded: np.ndarray, rows: np.ndarray,
-                     optimizer: Any, rng: np.random.Generator, device: str) -> float:
-        self._train_mode(net)
-        order = rng.permutation(rows)
-        total, count = 0.0, 0
-        for positions, inputs in self._batches(items, order, rng, device):
-            batch = np.asarray(positions)
-            targets = torch.as_tensor(encoded[batch], device=device)
-            loss = torch.nn.functional.cross_entropy(net(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
-        return total / max(count, 1)
-
-    def _proba(self, net: Any, items: list[Any], rows: np.ndarray, device: str) -> np.ndarray:
-        net.eval()
-        out = []
-        with torch.inference_mode():
-            for _, inputs in self._batches(items, rows, None, device):
-                out.append(torch.softmax(net(inputs).float(), dim=1).cpu().numpy())
-        return np.concatenate(out)
+    def _schedule(self, progress: float, start: float = 0.0) -> float:
+        """The learning-rate factor after ``progress`` training epochs (fractional) of a
+        parameter group that began training at epoch ``start``: a linear warm-up over
+        ``warmup_epochs`` from its start, times a cosine over the whole run."""
+        since = progress - start
+        warm = min(1.0, (since + 1e-3) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(progress / self.max_epochs, 1.0)))
 
     def _remember(self, backbone: Any) -> None:
         """Record in ``fit`` what prediction needs from the backbone (nothing by default)."""
@@ -198,28 +215,34 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
-    def _report(self, epoch: int, loss: float, score: float, n_unfrozen: int) -> None:
-        message = (f"epoch {epoch + 1}/{self.max_epochs}: {n_unfrozen} backbone groups "
-                   f"unfrozen, train loss {loss:.4f}, validation balanced accuracy {score:.4f}")
+    def _report(self, record: dict[str, Any]) -> None:
+        message = (f"epoch {record['epoch']}/{self.max_epochs}: "
+                   f"{record['unfrozen_groups']} backbone groups unfrozen, train loss "
+                   f"{record['train_loss']:.4f}, validation score {record['val_score']:.4f}, "
+                   f"validation log-loss {record['val_log_loss']:.4f}")
         logger.info(message)
         if self.progress:
             from tqdm.auto import tqdm
 
             tqdm.write(f"{type(self).__name__} {message}")
 
-    # ---- prediction ---------------------------------------------------------------------
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, columns in the order of ``classes_``."""
+    # ---- outputs ------------------------------------------------------------------------
+    def _outputs(self, items: list[Any], rows: np.ndarray, *, features: bool) -> np.ndarray:
+        """Class probabilities, or the penultimate features, of ``items[rows]``."""
         from sktransfer.backbones._runtime import resolve_device
 
         check_is_fitted(self, "net_")
-        items = self._as_items(X)
         device = resolve_device(self.device)
-        self.net_.to(device)
-        return self._proba(self.net_, items, np.arange(len(items)), device)
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        self.net_.to(device).eval()
+        out = []
+        with torch.inference_mode():
+            for _, inputs in self._batches(items, rows, None, device):
+                if features:
+                    out.append(self.net_.embed(inputs).float().cpu().numpy())
+                else:  # probabilities at the temperature calibrated on validation
+                    logits = self.net_(inputs).float() / getattr(self, "temperature_", 1.0)
+                    out.append(torch.softmax(logits, 1).cpu().numpy())
+        return np.concatenate(out)
 
     # ---- pickling: weights travel as safetensors bytes ----------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -247,3 +270,207 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+class _Run:
+    """One fit's training state: data, splits, the frozen-feature store and the kept model."""
+
+    def __init__(self, owner: FineTuning, net: Any, items: list[Any], encoded: np.ndarray,
+                 train_rows: np.ndarray, val_rows: np.ndarray, weights: np.ndarray | None,
+                 device: str):
+        self.owner, self.net, self.items, self.encoded = owner, net, items, encoded
+        self.train_rows, self.val_rows, self.device = train_rows, val_rows, device
+        self.weights = None if weights is None else torch.as_tensor(weights, device=device)
+        self.class_weights = weights
+        self.kept: dict[str, Any] = {}
+        self.steps_per_epoch = math.ceil(len(train_rows) / owner.batch_size)
+        self.store = FeatureStore(net, owner._batches, items, device)
+        self.touched = False  # whether a backbone parameter has been trained yet
+        self.started: dict[str, float] = {}  # parameter group -> epoch it began training
+
+    def start(self, head: list[Any]) -> tuple[float, float, np.ndarray]:
+        """Epoch 0: the head from a linear probe on frozen features (or as initialised)."""
+        owner, started = self.owner, time.perf_counter()
+        if owner.head_init == "probe":
+            C = fit_probe(head, self.store.features(self.train_rows),
+                          self.encoded[self.train_rows], self.store.features(self.val_rows),
+                          self.encoded[self.val_rows], self.class_weights)
+            logger.info("head initialised by a linear probe on frozen features (C=%g)", C)
+        return self.evaluate(0, 0, float("nan"), None, keep=True,
+                             seconds=time.perf_counter() - started)
+
+    def refit_probe(self, head: list[Any]) -> None:
+        """The probe was kept: refit it on every row, as the frozen baseline is fitted (the
+        validation split has done its work of choosing it)."""
+        rows = np.sort(np.concatenate([self.train_rows, self.val_rows]))
+        fit_probe(head, self.store.features(rows), self.encoded[rows],
+                  self.store.features(self.val_rows), self.encoded[self.val_rows],
+                  self.class_weights)
+
+    def better(self, candidate: Any, best: Any) -> bool:
+        """Whether ``candidate`` beats the kept epoch. With the default score, the mean
+        per-sample log-loss must improve by more than one standard error of the paired
+        differences: a small validation split's noise does not move the model."""
+        if self.owner.scoring is not None:
+            return candidate[:2] > best[:2]
+        gains = best[2] - candidate[2]
+        noise = gains.std(ddof=1) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
+        return float(gains.mean()) > noise
+
+    def train_epoch(self, optimizer: Any, rng: np.random.Generator, epoch: int,
+                    n_unfrozen: int) -> float:
+        owner, net = self.owner, self.net
+        owner._train_mode(net)
+        self.touched = self.touched or n_unfrozen > 0
+        order = rng.permutation(self.train_rows)
+        total, count = 0.0, 0
+        for step, (positions, logits) in enumerate(self._logits(order, rng)):
+            progress = epoch - 1 + step / self.steps_per_epoch
+            for group in optimizer.param_groups:  # each group warms up from its unfreezing
+                start = self.started.setdefault(group["name"], progress)
+                group["lr"] = group["base_lr"] * owner._schedule(progress, start)
+            batch = np.asarray(positions)
+            targets = torch.as_tensor(self.encoded[batch], device=self.device)
+            loss = torch.nn.functional.cross_entropy(logits, targets, weight=self.weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for group in optimizer.param_groups for p in group["params"]], MAX_GRAD_NORM)
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        return total / max(count, 1)
+
+    def _frozen(self) -> bool:
+        """Whether the stored frozen features are still the network's penultimate ones."""
+        return not self.touched and self.owner._reuse_frozen
+
+    def _logits(self, rows: np.ndarray, rng: np.random.Generator | None) -> Any:
+        """``(positions, logits)`` per batch of ``rows``: from the stored frozen features
+        while the backbone is untouched and inputs are not augmented (the frozen layers are
+        not run again), through the whole network otherwise."""
+        owner = self.owner
+        augment = rng is not None and owner._augments
+        if self._frozen() and not augment:
+            for start in range(0, len(rows), owner.batch_size):
+                positions = rows[start:start + owner.batch_size]
+                features = torch.as_tensor(self.store.features(positions), device=self.device)
+                yield positions, self.net.classify(features)
+            return
+        for positions, inputs in owner._batches(self.items, rows, rng if augment else None,
+                                                self.device):
+            yield positions, self.net(inputs)
+
+    def evaluate(self, epoch: int, n_unfrozen: int, loss: float, optimizer: Any, *,
+                 seconds: float, keep: bool = False) -> tuple[float, float, np.ndarray]:
+        """Score this epoch on the validation split: ``(score, -log_loss, per-sample
+        log-losses)`` (see ``better``)."""
+        owner, y_val = self.owner, self.encoded[self.val_rows]
+        weights = None if self.class_weights is None else self.class_weights[y_val]
+        temperature, proba, loss_val = calibrate(self._val_logits(), y_val, weights)
+        per_sample = -np.log(np.clip(proba[np.arange(len(y_val)), y_val], 1e-15, 1.0))
+        if weights is not None:
+            per_sample = per_sample * weights * len(weights) / weights.sum()
+        if owner.scoring is None:
+            score = -loss_val
+        else:
+            score = float(get_scorer(owner.scoring)(
+                _Fixed(owner.classes_, proba, self.val_rows), self.val_rows, owner.classes_[y_val]))
+        record = {"epoch": epoch, "unfrozen_groups": n_unfrozen, "train_loss": loss,
+                  "val_score": score, "val_log_loss": loss_val,
+                  "val_balanced_accuracy": balanced_accuracy_score(y_val, proba.argmax(1)),
+                  "val_predicted_classes": len(np.unique(proba.argmax(1))),
+                  "temperature": temperature, "seconds": seconds,
+                  "lrs": [] if optimizer is None else  # peak rates, before the schedule
+                  [group["base_lr"] for group in optimizer.param_groups]}
+        owner.history_.append(record)
+        owner._report(record)
+        self.temperature = temperature
+        if keep:
+            owner.best_epoch_, owner.best_score_ = epoch, score
+            self.keep()
+        return score, -loss_val, per_sample
+
+    def keep(self) -> None:
+        self.kept = copy.deepcopy(self.net.state_dict())
+        self.owner.temperature_ = self.temperature
+
+    def _val_logits(self) -> np.ndarray:
+        self.net.eval()
+        with torch.inference_mode():
+            return np.concatenate([logits.float().cpu().numpy()
+                                   for _, logits in self._logits(self.val_rows, None)])
+
+
+class _Fixed(ClassifierMixin, BaseEstimator):
+    """The network at one epoch, as a scikit-learn scorer sees an estimator: ``X`` are row
+    numbers of the validation split, answered from its predicted probabilities."""
+
+    def __init__(self, classes: np.ndarray, proba: np.ndarray, rows: np.ndarray):
+        self.classes = classes
+        self.proba = proba
+        self.rows = rows
+        self.classes_ = classes
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.proba[np.searchsorted(self.rows, np.asarray(X))]
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class FineTunedClassifier(ClassifierMixin, FineTuning):
+    """A fine-tuned network as a scikit-learn classifier."""
+
+    def fit(self, X: Any, y: Any) -> FineTunedClassifier:
+        """Fine-tune on (X, y); every input problem is reported before training starts."""
+        self._fine_tune(X, y)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        items = self._as_items(X)
+        return self._outputs(items, np.arange(len(items)), features=False)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class FineTunedEmbedder(TransformerMixin, FineTuning):
+    """Fine-tuned penultimate features as a scikit-learn transformer (optionally PCA'd)."""
+
+    def fit(self, X: Any, y: Any = None) -> FineTunedEmbedder:
+        """Fine-tune on (X, y), then fit the PCA (if any) on the training features."""
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} fine-tunes on labels: fit(X, y) needs y")
+        items, _ = self._fine_tune(X, y)
+        features = self._outputs(items, np.arange(len(items)), features=True)
+        self.pca_ = None
+        if self.n_components is not None:
+            if self.n_components > min(features.shape):
+                raise ValueError(f"n_components={self.n_components} exceeds what "
+                                 f"{features.shape[0]} samples of {features.shape[1]} "
+                                 "features allow")
+            self.pca_ = PCA(self.n_components, random_state=self.random_state).fit(features)
+            features = self.pca_.transform(features)
+        self.n_features_out_ = features.shape[1]
+        return features.astype(np.float32)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The fine-tuned network's penultimate features (PCA-projected with
+        ``n_components``), float32."""
+        check_is_fitted(self, "net_")
+        items = self._as_items(X)
+        features = self._outputs(items, np.arange(len(items)), features=True)
+        if self.pca_ is not None:
+            features = self.pca_.transform(features)
+        return features.astype(np.float32)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "n_features_out_")
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)

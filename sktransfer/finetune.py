@@ -1,4 +1,5 @@
-"""Fine-tuning as a scikit-learn classifier: train a new head, then unfreeze gradually.
+"""Fine-tuning as scikit-learn estimators: classifiers, and embedders that hand fine-tuned
+features to any estimator.
 
 The estimators here hold parameters and documentation; the loop is in
 :mod:`sktransfer._finetune`, images come from the shared pipeline (:mod:`sktransfer._images`),
@@ -16,98 +17,23 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from sktransfer._finetune import FineTunedClassifier
+from sktransfer._finetune import FineTunedClassifier, FineTunedEmbedder, FineTuning
 from sktransfer._images import Preprocessor, image_batches
 from sktransfer._input import image_items, text_items, text_problem
 from sktransfer.exceptions import InputError
 
-__all__ = ["FineTunedImageClassifier", "FineTunedTextClassifier"]
+__all__ = ["FineTunedImageClassifier", "FineTunedImageEmbedder", "FineTunedTextClassifier",
+           "FineTunedTextEmbedder"]
+
+_N_COMPONENTS = {"n_components": [None, Interval(Integral, 1, None, closed="left")]}
 
 
-class FineTunedImageClassifier(FineTunedClassifier):
-    """Fine-tune a pretrained timm network as a scikit-learn classifier.
-
-    Parameters
-    ----------
-    model : str, default="tf_efficientnet_lite0.packaged"
-        As for :class:`ImageEmbedder`: a registered name, a timm name, or a timm folder.
-    weights : str, default="pretrained"
-        ``"pretrained"``, ``"random"`` (training from scratch) or a checkpoint path (its
-        classifier head, of any size, is ignored: the new head is trained).
-    model_args, preprocessing, weights_license : dict, dict, str or None, default=None
-        As for :class:`ImageEmbedder`: arguments for ``timm.create_model``, overrides of
-        the data config, and the licence of a weights file.
-    max_epochs : int, default=8
-    head_epochs : int, default=1
-        Epochs that train the new head alone before any backbone group is unfrozen.
-    unfreeze_every : int, default=1
-        Epochs between unfreezing one more layer group, from the top.
-    unfreeze_depth : int or None, default=None
-        At most this many backbone groups are ever unfrozen (0: head only, a linear probe
-        trained by gradient descent; None: all of them, eventually).
-    lr : float, default=1e-3
-        Learning rate of the head (AdamW).
-    backbone_lr_ratio : float, default=0.1
-        The top backbone group learns at ``lr * backbone_lr_ratio``.
-    layer_decay : float, default=0.5
-        Each group below learns at this fraction of the rate of the group above it.
-    weight_decay : float, default=1e-4
-    batchnorm : {"frozen", "train"}, default="frozen"
-        ``"frozen"`` keeps BatchNorm running statistics as pretrained; ``"train"`` updates
-        them in unfrozen groups.
-    validation_fraction : float, default=0.15
-        Stratified share of the training data scored after every epoch.
-    early_stopping : bool, default=True
-        Stop after ``patience`` epochs without a better validation score; either way the
-        best epoch's weights are restored.
-    patience : int, default=3
-    augment : bool, default=True
-        Random crops (from the model's resize size to its input size) and horizontal flips.
-    batch_size : int, default=32
-    device : str, default="auto"
-    random_state : int or None, default=None
-        Seed for initialisation, the validation split, shuffling and augmentation: a fixed
-        seed gives identical results on the same machine.
-    progress : bool, default=False
-        Print a line per epoch with the training loss and the validation score.
-
-    Attributes
-    ----------
-    classes_ : ndarray
-    history_ : list of dict
-        Per epoch: unfrozen groups, training loss, validation balanced accuracy, learning rates.
-    best_epoch_ : int
-        The epoch whose weights were kept.
-    best_score_ : float
-        Its validation balanced accuracy.
-    n_layer_groups_ : int
-        Backbone layer groups (timm's coarse groups).
-    license_ : str
-        Licence of the pretrained weights (a warning says when it restricts use).
-    weights_source_ : str
-        Where the weights came from (a file's resolved path, a registered name, ...).
-    data_config_ : dict
-        The model's timm preprocessing (input size, interpolation, crop, mean, std): what
-        :class:`ImageEmbedder` uses for the same model. Kept, so that predicting after
-        unpickling loads no pretrained weights.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sktransfer.finetune import FineTunedImageClassifier
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
-    >>> y = np.arange(40) % 2
-    >>> X[y == 1, :, :, 0] = 255
-    >>> clf = FineTunedImageClassifier("test_efficientnet", weights="random", max_epochs=3,
-    ...                                random_state=0).fit(X, y)
-    >>> clf.predict(X[:4]).tolist(), len(clf.history_)
-    ([0, 1, 0, 1], 3)
-    """
+class _Images:
+    """What fine-tuning a timm network needs: the backbone, its batches, its checks."""
 
     _as_items = staticmethod(image_items)
     _parameter_constraints: ClassVar[dict] = {
-        **FineTunedClassifier._parameter_constraints,
+        **FineTuning._parameter_constraints,
         "weights": [str],
         "model_args": [None, dict],
         "preprocessing": [None, dict],
@@ -115,39 +41,9 @@ class FineTunedImageClassifier(FineTunedClassifier):
         "augment": ["boolean"],
     }
 
-    def __init__(self, model: str = "tf_efficientnet_lite0.packaged", *,
-                 weights: str = "pretrained", model_args: dict[str, Any] | None = None,
-                 preprocessing: dict[str, Any] | None = None,
-                 weights_license: str | None = None, max_epochs: int = 8, head_epochs: int = 1,
-                 unfreeze_every: int = 1, unfreeze_depth: int | None = None, lr: float = 1e-3,
-                 backbone_lr_ratio: float = 0.1, layer_decay: float = 0.5,
-                 weight_decay: float = 1e-4, batchnorm: str = "frozen",
-                 validation_fraction: float = 0.15, early_stopping: bool = True,
-                 patience: int = 3, augment: bool = True, batch_size: int = 32,
-                 device: str = "auto", random_state: int | None = None,
-                 progress: bool = False):
-        self.model = model
-        self.weights = weights
-        self.model_args = model_args
-        self.preprocessing = preprocessing
-        self.weights_license = weights_license
-        self.max_epochs = max_epochs
-        self.head_epochs = head_epochs
-        self.unfreeze_every = unfreeze_every
-        self.unfreeze_depth = unfreeze_depth
-        self.lr = lr
-        self.backbone_lr_ratio = backbone_lr_ratio
-        self.layer_decay = layer_decay
-        self.weight_decay = weight_decay
-        self.batchnorm = batchnorm
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.patience = patience
-        self.augment = augment
-        self.batch_size = batch_size
-        self.device = device
-        self.random_state = random_state
-        self.progress = progress
+    @property
+    def _augments(self) -> bool:
+        return self.augment
 
     def _backbone(self, weights: str | None = None,
                   model_args: dict[str, Any] | None = None) -> Any:
@@ -182,65 +78,20 @@ class FineTunedImageClassifier(FineTunedClassifier):
         from sktransfer.backbones._runtime import resolve_threads
 
         for batch in image_batches(items, range(len(items)), Preprocessor(self.data_config_),
-                                   batch_size=self.batch_size, order=order,
-                                   rng=rng if self.augment else None,
+                                   batch_size=self.batch_size, order=order, rng=rng,
                                    workers=max(1, min(resolve_threads(None),
                                                       os.cpu_count() or 1))):
             yield batch.positions, batch.pixels.to(device)
 
 
-class FineTunedTextClassifier(FineTunedClassifier):
-    """Fine-tune a pretrained sentence-transformers model as a scikit-learn classifier.
-
-    A linear head on the model's sentence embedding; layer groups are the word embeddings and
-    each transformer encoder layer, unfrozen from the top. Parameters are those of
-    :class:`FineTunedImageClassifier` (without ``weights`` and ``augment``), plus
-    ``max_length`` (tokens per text).
-
-    Examples
-    --------
-    >>> from sktransfer.finetune import FineTunedTextClassifier
-    >>> texts = ["a wonderful film", "a moving, tender story", "brilliant and funny",
-    ...          "dull and slow", "a tedious mess", "far too long"] * 4
-    >>> y = [1, 1, 1, 0, 0, 0] * 4
-    >>> clf = FineTunedTextClassifier(max_epochs=2, lr=5e-3, random_state=0).fit(texts, y)
-    >>> clf.predict(["a wonderful, funny film", "a dull mess"]).tolist()
-    [1, 0]
-    """
+class _Texts:
+    """What fine-tuning a sentence-transformers model needs."""
 
     _as_items = staticmethod(text_items)
     _parameter_constraints: ClassVar[dict] = {
-        **FineTunedClassifier._parameter_constraints,
+        **FineTuning._parameter_constraints,
         "max_length": [Interval(Integral, 8, None, closed="left")],
     }
-
-    def __init__(self, model: str = "all-MiniLM-L6-v2", *, max_epochs: int = 8,
-                 head_epochs: int = 1, unfreeze_every: int = 1,
-                 unfreeze_depth: int | None = None, lr: float = 1e-3,
-                 backbone_lr_ratio: float = 0.1, layer_decay: float = 0.5,
-                 weight_decay: float = 1e-4, batchnorm: str = "frozen",
-                 validation_fraction: float = 0.15, early_stopping: bool = True,
-                 patience: int = 3, max_length: int = 128, batch_size: int = 32,
-                 device: str = "auto", random_state: int | None = None,
-                 progress: bool = False):
-        self.model = model
-        self.max_epochs = max_epochs
-        self.head_epochs = head_epochs
-        self.unfreeze_every = unfreeze_every
-        self.unfreeze_depth = unfreeze_depth
-        self.lr = lr
-        self.backbone_lr_ratio = backbone_lr_ratio
-        self.layer_decay = layer_decay
-        self.weight_decay = weight_decay
-        self.batchnorm = batchnorm
-        self.validation_fraction = validation_fraction
-        self.early_stopping = early_stopping
-        self.patience = patience
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.device = device
-        self.random_state = random_state
-        self.progress = progress
 
     def _backbone(self) -> Any:
         from sktransfer.backbones._runtime import resolve_device
@@ -262,3 +113,348 @@ class FineTunedTextClassifier(FineTunedClassifier):
         for start in range(0, len(order), self.batch_size):
             positions = list(order[start:start + self.batch_size])
             yield positions, [items[p] for p in positions]
+
+
+class FineTunedImageClassifier(_Images, FineTunedClassifier):
+    """Fine-tune a pretrained timm network as a scikit-learn classifier.
+
+    Fine-tuning starts where frozen features end: the new head is a logistic regression fitted
+    on the frozen features of the training split (epoch 0), and training epochs replace it
+    only when the validation score says they are better. See docs/finetuning.md.
+
+    Parameters
+    ----------
+    model : str, default="tf_efficientnet_lite0.packaged"
+        As for :class:`ImageEmbedder`: a registered name, a timm name, or a timm folder.
+    weights : str, default="pretrained"
+        ``"pretrained"``, ``"random"`` (training from scratch) or a checkpoint path (its
+        classifier head, of any size, is ignored: the new head is trained).
+    model_args, preprocessing, weights_license : dict, dict, str or None, default=None
+        As for :class:`ImageEmbedder`: arguments for ``timm.create_model``, overrides of
+        the data config, and the licence of a weights file.
+    max_epochs : int, default=8
+        Training epochs after the linear probe (0: the probe alone).
+    head_init : {"probe", "random"}, default="probe"
+        ``"probe"``: the head starts as a logistic regression fitted exactly on the frozen
+        features (standardised; ``C`` chosen by validation log-loss from 1e-3 to 10).
+        ``"random"``: timm's initialisation.
+    head_epochs : int, default=0
+        Training epochs of the head alone before any backbone group is unfrozen.
+    unfreeze_every : int, default=1
+        Epochs between unfreezing one more layer group, from the top.
+    unfreeze_depth : int or None, default=None
+        At most this many backbone groups are ever unfrozen (0: head only; None: all of
+        them, eventually).
+    lr : float, default=1e-4
+        Peak learning rate of the head (AdamW). Small, since the head starts as the probe;
+        with ``head_init="random"``, 1e-3 suits a new head better.
+    backbone_lr_ratio : float, default=1.0
+        The top backbone group learns at ``lr * backbone_lr_ratio``.
+    layer_decay : float, default=0.7
+        Each group below learns at this fraction of the rate of the group above it.
+    weight_decay : float, default=1e-4
+    warmup_epochs : float, default=1.0
+        Every learning rate rises linearly from 0 over this many epochs, then follows a
+        cosine down to 0 at ``max_epochs``.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the loss, the probe and the validation log-loss, as in
+        scikit-learn (``"balanced"``: inversely proportional to class frequencies).
+    batchnorm : {"frozen", "train"}, default="frozen"
+        ``"frozen"`` keeps BatchNorm running statistics as pretrained; ``"train"`` updates
+        them in unfrozen groups.
+    validation_fraction : float, default=0.15
+        Stratified share of the training data that scores every epoch.
+    scoring : str, callable or None, default=None
+        How epochs are compared on the validation split: a scikit-learn scorer name or
+        callable (``scorer(estimator, X, y)``, greater is better). None: the negative
+        log-loss, class-weighted as ``class_weight`` says. Ties are broken by that log-loss.
+    early_stopping : bool, default=True
+        Stop after ``patience`` epochs without a better validation score and restore the
+        best epoch (the probe included). False: train ``max_epochs`` and keep the last.
+    patience : int, default=5
+    augment : bool, default=False
+        Random crops (from the model's resize size to its input size) and horizontal flips.
+        Off by default: on ELPV it cost 2-4 points of balanced accuracy (docs/finetuning.md);
+        try it on natural photos with more data. Without augmentation, head-only epochs
+        reuse the frozen features (computed once).
+    batch_size : int, default=32
+    device : str, default="auto"
+    random_state : int or None, default=None
+        Seed for initialisation, the validation split, shuffling and augmentation: a fixed
+        seed gives identical results on the same machine.
+    progress : bool, default=False
+        Print a line per epoch with the training loss and the validation scores.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    history_ : list of dict
+        Per epoch (0 is the probe): unfrozen groups, training loss, validation score,
+        log-loss and balanced accuracy, learning rates.
+    best_epoch_ : int
+        The epoch whose weights were kept (0: the probe).
+    best_score_ : float
+        Its validation score.
+    n_layer_groups_ : int
+        Backbone layer groups (timm's coarse groups).
+    license_ : str
+        Licence of the pretrained weights (a warning says when it restricts use).
+    weights_source_ : str
+        Where the weights came from (a file's resolved path, a registered name, ...).
+    data_config_ : dict
+        The model's timm preprocessing (input size, interpolation, crop, mean, std): what
+        :class:`ImageEmbedder` uses for the same model. Kept, so that predicting after
+        unpickling loads no pretrained weights.
+    model_args_ : dict
+        The arguments the network was built with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.finetune import FineTunedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.arange(40) % 2
+    >>> X[y == 1, :, :, 0] = 255
+    >>> clf = FineTunedImageClassifier("test_efficientnet", weights="random", max_epochs=2,
+    ...                                random_state=0).fit(X, y)
+    >>> clf.predict(X[:4]).tolist(), len(clf.history_)
+    ([0, 1, 0, 1], 3)
+    """
+
+    def __init__(self, model: str = "tf_efficientnet_lite0.packaged", *,
+                 weights: str = "pretrained", model_args: dict[str, Any] | None = None,
+                 preprocessing: dict[str, Any] | None = None,
+                 weights_license: str | None = None, max_epochs: int = 8,
+                 head_init: str = "probe", head_epochs: int = 0, unfreeze_every: int = 1,
+                 unfreeze_depth: int | None = None, lr: float = 1e-4,
+                 backbone_lr_ratio: float = 1.0, layer_decay: float = 0.7,
+                 weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
+                 class_weight: str | dict | None = None, batchnorm: str = "frozen",
+                 validation_fraction: float = 0.15, scoring: Any = None,
+                 early_stopping: bool = True, patience: int = 5, augment: bool = False,
+                 batch_size: int = 32, device: str = "auto", random_state: int | None = None,
+                 progress: bool = False):
+        self.model = model
+        self.weights = weights
+        self.model_args = model_args
+        self.preprocessing = preprocessing
+        self.weights_license = weights_license
+        self.max_epochs = max_epochs
+        self.head_init = head_init
+        self.head_epochs = head_epochs
+        self.unfreeze_every = unfreeze_every
+        self.unfreeze_depth = unfreeze_depth
+        self.lr = lr
+        self.backbone_lr_ratio = backbone_lr_ratio
+        self.layer_decay = layer_decay
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.class_weight = class_weight
+        self.batchnorm = batchnorm
+        self.validation_fraction = validation_fraction
+        self.scoring = scoring
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.augment = augment
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+
+class FineTunedImageEmbedder(_Images, FineTunedEmbedder):
+    """Fine-tune a timm network on (X, y) in ``fit``; ``transform`` gives its fine-tuned
+    penultimate features, for any scikit-learn estimator.
+
+    Target-aware embeddings inside a Pipeline: in cross-validation the network is fine-tuned
+    on the training fold only, so no label of a test fold leaks into the features. The
+    parameters are those of :class:`FineTunedImageClassifier`, plus ``n_components``.
+
+    Parameters
+    ----------
+    n_components : int or None, default=None
+        Project the features onto this many principal components (a PCA fitted in ``fit``
+        on the training features), as MulTaBench and TabPFN's image extension do.
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        Width of the output.
+    pca_ : PCA or None
+        The fitted projection.
+
+    Besides those of :class:`FineTunedImageClassifier`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.ensemble import HistGradientBoostingClassifier
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sktransfer.finetune import FineTunedImageEmbedder
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.arange(40) % 2
+    >>> X[y == 1, :, :, 0] = 255
+    >>> model = make_pipeline(FineTunedImageEmbedder("test_efficientnet", weights="random",
+    ...                                              max_epochs=1, n_components=8),
+    ...                       HistGradientBoostingClassifier()).fit(X, y)
+    >>> model[0].transform(X[:3]).shape
+    (3, 8)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {**_Images._parameter_constraints,
+                                              **_N_COMPONENTS}
+
+    def __init__(self, model: str = "tf_efficientnet_lite0.packaged", *,
+                 n_components: int | None = None, weights: str = "pretrained",
+                 model_args: dict[str, Any] | None = None,
+                 preprocessing: dict[str, Any] | None = None,
+                 weights_license: str | None = None, max_epochs: int = 8,
+                 head_init: str = "probe", head_epochs: int = 0, unfreeze_every: int = 1,
+                 unfreeze_depth: int | None = None, lr: float = 1e-4,
+                 backbone_lr_ratio: float = 1.0, layer_decay: float = 0.7,
+                 weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
+                 class_weight: str | dict | None = None, batchnorm: str = "frozen",
+                 validation_fraction: float = 0.15, scoring: Any = None,
+                 early_stopping: bool = True, patience: int = 5, augment: bool = False,
+                 batch_size: int = 32, device: str = "auto", random_state: int | None = None,
+                 progress: bool = False):
+        self.model = model
+        self.n_components = n_components
+        self.weights = weights
+        self.model_args = model_args
+        self.preprocessing = preprocessing
+        self.weights_license = weights_license
+        self.max_epochs = max_epochs
+        self.head_init = head_init
+        self.head_epochs = head_epochs
+        self.unfreeze_every = unfreeze_every
+        self.unfreeze_depth = unfreeze_depth
+        self.lr = lr
+        self.backbone_lr_ratio = backbone_lr_ratio
+        self.layer_decay = layer_decay
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.class_weight = class_weight
+        self.batchnorm = batchnorm
+        self.validation_fraction = validation_fraction
+        self.scoring = scoring
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.augment = augment
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+
+class FineTunedTextClassifier(_Texts, FineTunedClassifier):
+    """Fine-tune a pretrained sentence-transformers model as a scikit-learn classifier.
+
+    A linear head on the model's sentence embedding, started as a logistic regression on the
+    frozen embeddings; layer groups are the word embeddings and each transformer encoder
+    layer, unfrozen from the top. Parameters are those of :class:`FineTunedImageClassifier`
+    (without ``weights``, ``model_args``, ``preprocessing``, ``weights_license`` and
+    ``augment``), plus ``max_length`` (tokens per text). Text is never augmented, so
+    head-only epochs reuse the frozen embeddings.
+
+    Examples
+    --------
+    >>> from sktransfer.finetune import FineTunedTextClassifier
+    >>> texts = ["a wonderful film", "a moving, tender story", "brilliant and funny",
+    ...          "dull and slow", "a tedious mess", "far too long"] * 4
+    >>> y = [1, 1, 1, 0, 0, 0] * 4
+    >>> clf = FineTunedTextClassifier(max_epochs=2, random_state=0).fit(texts, y)
+    >>> clf.predict(["a wonderful, funny film", "a dull mess"]).tolist()
+    [1, 0]
+    """
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, max_epochs: int = 8,
+                 head_init: str = "probe", head_epochs: int = 0, unfreeze_every: int = 1,
+                 unfreeze_depth: int | None = None, lr: float = 1e-4,
+                 backbone_lr_ratio: float = 1.0, layer_decay: float = 0.7,
+                 weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
+                 class_weight: str | dict | None = None, batchnorm: str = "frozen",
+                 validation_fraction: float = 0.15, scoring: Any = None,
+                 early_stopping: bool = True, patience: int = 5, max_length: int = 128,
+                 batch_size: int = 32, device: str = "auto", random_state: int | None = None,
+                 progress: bool = False):
+        self.model = model
+        self.max_epochs = max_epochs
+        self.head_init = head_init
+        self.head_epochs = head_epochs
+        self.unfreeze_every = unfreeze_every
+        self.unfreeze_depth = unfreeze_depth
+        self.lr = lr
+        self.backbone_lr_ratio = backbone_lr_ratio
+        self.layer_decay = layer_decay
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.class_weight = class_weight
+        self.batchnorm = batchnorm
+        self.validation_fraction = validation_fraction
+        self.scoring = scoring
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+
+class FineTunedTextEmbedder(_Texts, FineTunedEmbedder):
+    """Fine-tune a sentence-transformers model on (X, y) in ``fit``; ``transform`` gives its
+    fine-tuned sentence embeddings (PCA-projected with ``n_components``).
+
+    Parameters are those of :class:`FineTunedTextClassifier`, plus ``n_components`` as in
+    :class:`FineTunedImageEmbedder`.
+
+    Examples
+    --------
+    >>> from sktransfer.finetune import FineTunedTextEmbedder
+    >>> texts = ["a wonderful film", "a moving, tender story", "brilliant and funny",
+    ...          "dull and slow", "a tedious mess", "far too long"] * 4
+    >>> y = [1, 1, 1, 0, 0, 0] * 4
+    >>> FineTunedTextEmbedder(max_epochs=1, n_components=4,
+    ...                       random_state=0).fit(texts, y).transform(texts[:2]).shape
+    (2, 4)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {**_Texts._parameter_constraints,
+                                              **_N_COMPONENTS}
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, n_components: int | None = None,
+                 max_epochs: int = 8, head_init: str = "probe", head_epochs: int = 0,
+                 unfreeze_every: int = 1, unfreeze_depth: int | None = None, lr: float = 1e-4,
+                 backbone_lr_ratio: float = 1.0, layer_decay: float = 0.7,
+                 weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
+                 class_weight: str | dict | None = None, batchnorm: str = "frozen",
+                 validation_fraction: float = 0.15, scoring: Any = None,
+                 early_stopping: bool = True, patience: int = 5, max_length: int = 128,
+                 batch_size: int = 32, device: str = "auto", random_state: int | None = None,
+                 progress: bool = False):
+        self.model = model
+        self.n_components = n_components
+        self.max_epochs = max_epochs
+        self.head_init = head_init
+        self.head_epochs = head_epochs
+        self.unfreeze_every = unfreeze_every
+        self.unfreeze_depth = unfreeze_depth
+        self.lr = lr
+        self.backbone_lr_ratio = backbone_lr_ratio
+        self.layer_decay = layer_decay
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.class_weight = class_weight
+        self.batchnorm = batchnorm
+        self.validation_fraction = validation_fraction
+        self.scoring = scoring
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress

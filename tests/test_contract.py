@@ -35,6 +35,18 @@ def test_widths_from_metadata_equal_a_real_forward_pass(name):
             assert single.shape[1] == width, (name, layer, pooling)
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_classify_after_embed_is_the_forward_pass(name):
+    """Fine-tuning reuses stored ``embed`` features through ``classify``: the two must agree
+    with the network's own forward pass."""
+    backbone = get_timm_backbone(name, "random", "cpu")
+    module = backbone.trainable(3).module.eval()
+    torch.nn.init.normal_(module.net.get_classifier().weight)
+    probe = torch.randn((2, *backbone.data_config["input_size"]))
+    with torch.inference_mode():
+        torch.testing.assert_close(module.classify(module.embed(probe)), module(probe))
+
+
 def test_text_backbone_states_its_limits():
     backbone = get_sentence_backbone("all-MiniLM-L6-v2", "cpu", False)
     assert isinstance(backbone, TextBackbone) and isinstance(backbone, Backbone)

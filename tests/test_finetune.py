@@ -12,9 +12,11 @@ import pytest
 import torch
 from conftest import TINY_CNN
 from sklearn.base import clone
+from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV
 
 from sktransfer import InputError
+from sktransfer._finetune import _Run
 from sktransfer.finetune import FineTunedImageClassifier, FineTunedTextClassifier
 
 
@@ -36,10 +38,10 @@ def test_head_first_then_groups_unfreeze_from_the_top_with_lower_rates():
     clf = tiny(max_epochs=5, head_epochs=2, lr=1e-2, backbone_lr_ratio=0.1, layer_decay=0.5,
                early_stopping=False).fit(X, y)
     unfrozen = [h["unfrozen_groups"] for h in clf.history_]
-    assert unfrozen == [0, 0, 1, 2, 3]
+    assert unfrozen == [0, 0, 0, 1, 2, 3]  # epoch 0 is the linear probe
     lrs = [h["lrs"] for h in clf.history_]
-    assert lrs[0] == [1e-2] and lrs[2] == pytest.approx([1e-2, 1e-3])
-    assert lrs[4] == pytest.approx([1e-2, 1e-3, 5e-4, 2.5e-4])
+    assert lrs[0] == [] and lrs[1] == [1e-2] and lrs[3] == pytest.approx([1e-2, 1e-3])
+    assert lrs[5] == pytest.approx([1e-2, 1e-3, 5e-4, 2.5e-4])
     assert clf.n_layer_groups_ >= 3
 
 
@@ -63,7 +65,7 @@ def test_only_the_trainable_parameters_change():
 def test_unfreeze_depth_caps_the_groups():
     X, y = red_or_not()
     clf = tiny(max_epochs=5, head_epochs=1, unfreeze_depth=2, early_stopping=False).fit(X, y)
-    assert [h["unfrozen_groups"] for h in clf.history_] == [0, 1, 2, 2, 2]
+    assert [h["unfrozen_groups"] for h in clf.history_] == [0, 0, 1, 2, 2, 2]
     probe = tiny(max_epochs=3, unfreeze_depth=0, early_stopping=False).fit(X, y)
     assert {h["unfrozen_groups"] for h in probe.history_} == {0}
 
@@ -82,23 +84,31 @@ def test_batchnorm_statistics_stay_frozen_by_default():
 
 def test_early_stopping_restores_the_best_epoch():
     X, y = red_or_not(64)
-    clf = tiny(max_epochs=8, head_epochs=1, lr=0.05, patience=2).fit(X, y)
-    scores = [h["val_balanced_accuracy"] for h in clf.history_]
-    assert clf.best_epoch_ == int(np.argmax(scores))
-    assert clf.best_score_ == max(scores)
+    clf = tiny(max_epochs=8, lr=0.05, patience=2, head_init="random").fit(X, y)
+    scores = [h["val_score"] for h in clf.history_]
+    assert clf.best_score_ == scores[clf.best_epoch_] == max(scores[:clf.best_epoch_ + 1])
     assert len(scores) <= clf.best_epoch_ + 1 + clf.patience
     # the kept weights really are the best epoch's: rescoring the validation split agrees
     _, val = clf._split(np.searchsorted(clf.classes_, y))
-    from sklearn.metrics import balanced_accuracy_score
+    assert -log_loss(y[val], clf.predict_proba(X[val])) == pytest.approx(
+        clf.best_score_, rel=1e-4, abs=1e-5)
 
-    assert balanced_accuracy_score(y[val], clf.predict(X[val])) == pytest.approx(clf.best_score_)
+
+def test_without_early_stopping_the_last_epoch_is_kept():
+    X, y = red_or_not(64)
+    clf = tiny(max_epochs=4, lr=0.05, early_stopping=False).fit(X, y)
+    assert clf.best_epoch_ == 4 and len(clf.history_) == 5
+    _, val = clf._split(np.searchsorted(clf.classes_, y))
+    assert log_loss(y[val], clf.predict_proba(X[val])) == pytest.approx(
+        clf.history_[-1]["val_log_loss"], rel=1e-4, abs=1e-5)
 
 
 def test_a_seed_gives_identical_results():
     X, y = red_or_not()
     a, b = tiny().fit(X, y), tiny().fit(X, y)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
-    assert [h["train_loss"] for h in a.history_] == [h["train_loss"] for h in b.history_]
+    assert [h["train_loss"] for h in a.history_[1:]] == [h["train_loss"]
+                                                         for h in b.history_[1:]]
     c = tiny(random_state=1).fit(X, y)
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
     assert a.license_ == "none (random weights)"
@@ -165,8 +175,8 @@ def test_undecodable_images_fail_before_training(bad_files, monkeypatch):
     items = list(X)
     items[7] = bad_files["truncated"]
     calls = []
-    monkeypatch.setattr(FineTunedImageClassifier, "_train_epoch",
-                        lambda *a, **k: calls.append(1) or 0.0)
+    monkeypatch.setattr(_Run, "train_epoch", lambda *a, **k: calls.append(1) or 0.0)
+    monkeypatch.setattr(_Run, "start", lambda *a, **k: calls.append(1) or (0.0, 0.0))
     with pytest.raises(InputError, match=r"row 7: .*truncated"):
         tiny().fit(items, y)
     assert calls == []
@@ -186,7 +196,7 @@ def test_text_fine_tuning_unfreezes_encoder_layers():
     clf = FineTunedTextClassifier(max_epochs=3, head_epochs=1, lr=5e-3, random_state=0,
                                   early_stopping=False).fit(texts, y)
     assert clf.n_layer_groups_ == 7  # word embeddings + 6 encoder layers
-    assert [h["unfrozen_groups"] for h in clf.history_] == [0, 1, 2]
+    assert [h["unfrozen_groups"] for h in clf.history_] == [0, 0, 1, 2]
     assert (clf.predict(texts) == y).mean() > 0.9
     with pytest.raises(InputError, match="row 1: missing text"):
         FineTunedTextClassifier(max_epochs=1).fit(["good", None, *texts[:10]],
@@ -212,3 +222,145 @@ def test_unpickling_builds_the_architecture_without_loading_pretrained_weights(m
     restored = pickle.loads(blob)
     np.testing.assert_array_equal(restored.predict_proba(X[:6]), clf.predict_proba(X[:6]))
     assert loads == [1]
+
+
+def test_epoch_zero_is_the_logistic_regression_on_frozen_features():
+    """The probe folded into the head predicts what scikit-learn's pipeline predicts on the
+    same frozen features of the same training split."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sktransfer import ImageEmbedder
+
+    X, y = red_or_not(40)
+    clf = tiny(max_epochs=0, augment=False).fit(X, y)
+    assert clf.best_epoch_ == 0 and len(clf.history_) == 1
+    train, _ = clf._split(np.searchsorted(clf.classes_, y))
+    embedder = ImageEmbedder(TINY_CNN, weights="random", backend="torch", precision="float32",
+                             decode="full", device="cpu")
+    features = embedder.fit_transform(X)
+    chosen = [C for C in (1e-3, 1e-2, 1e-1, 1.0, 10.0)]
+    expected = [make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
+                .fit(features[train], y[train]).predict_proba(features) for C in chosen]
+    clf.temperature_ = 1.0  # the probe itself, before its calibration on validation
+    got = clf.predict_proba(X)
+    assert min(np.abs(got - e).max() for e in expected) < 1e-3
+
+
+def test_probabilities_are_calibrated_on_validation_by_a_temperature():
+    from sktransfer._probe import calibrate
+
+    logits = np.array([[4.0, -4.0], [3.0, -3.0], [-5.0, 5.0], [2.0, -2.0]])
+    y = np.array([0, 1, 1, 0])  # one confident mistake: a high temperature is better
+    temperature, proba, loss = calibrate(logits, y, None)
+    assert temperature > 1 and loss < log_loss(y, np.exp(logits) / np.exp(logits).sum(1,
+                                                                                 keepdims=True))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    X, y = red_or_not(40)
+    clf = tiny(max_epochs=1).fit(X, y)
+    assert clf.temperature_ == clf.history_[clf.best_epoch_]["temperature"]
+
+
+def test_the_probe_is_class_weighted_and_no_epoch_collapses_on_imbalanced_data():
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 200, (60, 32, 32, 3), dtype=np.uint8)
+    y = np.array([1] * 10 + [0] * 50)
+    X[:10, :, :, 0] = np.minimum(X[:10, :, :, 0].astype(int) + 40, 255)  # a weak signal
+    clf = tiny(max_epochs=2, class_weight="balanced", early_stopping=False).fit(X, y)
+    assert all(record["val_predicted_classes"] == 2 for record in clf.history_)
+    assert len(set(clf.predict(X))) == 2
+
+
+def test_scoring_follows_scikit_learn():
+    from sklearn.metrics import make_scorer, roc_auc_score
+
+    X, y = red_or_not(40)
+    auc = tiny(max_epochs=1, scoring="roc_auc").fit(X, y)
+    assert all(0 <= record["val_score"] <= 1 for record in auc.history_)
+    custom = tiny(max_epochs=1, scoring=make_scorer(roc_auc_score,
+                                                    response_method="predict_proba")).fit(X, y)
+    assert [r["val_score"] for r in custom.history_] == [r["val_score"] for r in auc.history_]
+    with pytest.raises(ValueError, match="scoring"):
+        tiny(scoring="no_such_scorer").fit(X, y)
+
+
+def test_learning_rates_warm_up_from_each_groups_unfreezing_then_follow_a_cosine():
+    clf = tiny(max_epochs=4, warmup_epochs=1.0)
+    assert clf._schedule(0.0) == pytest.approx(0.0, abs=2e-3)
+    assert clf._schedule(0.5) == pytest.approx(0.5 * 0.5 * (1 + np.cos(np.pi * 0.5 / 4)),
+                                               rel=1e-2)
+    assert clf._schedule(1.0) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
+    assert clf._schedule(2.25, start=2.0) == pytest.approx(
+        0.25 * 0.5 * (1 + np.cos(np.pi * 2.25 / 4)), rel=1e-2)  # a group unfrozen at epoch 2
+    assert clf._schedule(4.0) == pytest.approx(0.0, abs=1e-12)
+    assert tiny(warmup_epochs=0)._schedule(0.0) == 1.0
+
+
+def test_head_only_epochs_reuse_the_frozen_features_when_inputs_are_not_augmented(
+        monkeypatch):
+    """The frozen network runs once per row (for the probe), not once per epoch."""
+    from sktransfer.backbones.timm import TimmClassifier
+
+    X, y = red_or_not(32)
+    calls = []
+    real_embed = TimmClassifier.embed
+    monkeypatch.setattr(TimmClassifier, "embed",
+                        lambda self, x: calls.append(len(x)) or real_embed(self, x))
+    reused = tiny(max_epochs=3, head_epochs=3, augment=False, early_stopping=False).fit(X, y)
+    assert sum(calls) == len(X)  # train and validation rows, each once
+    calls.clear()
+    recomputed = tiny(max_epochs=3, head_epochs=3, augment=False, early_stopping=False)
+    recomputed._reuse_frozen = False
+    recomputed.fit(X, y)
+    assert sum(calls) == len(X)  # the probe's pass; the epochs run the whole network ...
+    np.testing.assert_allclose(reused.predict_proba(X), recomputed.predict_proba(X),
+                               atol=1e-5)  # ... to the same result
+
+
+def test_fine_tuned_image_embeddings_for_any_estimator():
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    from sktransfer.finetune import FineTunedImageEmbedder
+
+    X, y = red_or_not(40)
+    embedder = FineTunedImageEmbedder(TINY_CNN, weights="random", max_epochs=1, n_components=5,
+                                      random_state=0, batch_size=16)
+    scores = cross_val_score(make_pipeline(embedder, HistGradientBoostingClassifier()), X, y,
+                             cv=2)  # fine-tuned on each training fold only
+    assert scores.shape == (2,) and not hasattr(embedder, "net_")
+    fitted = clone(embedder).fit(X, y)
+    out = fitted.transform(X[:6])
+    assert out.shape == (6, 5) and out.dtype == np.float32
+    np.testing.assert_allclose(out, fitted.fit_transform(X, y)[:6], atol=1e-4)
+    assert list(fitted.get_feature_names_out()) == [f"finetunedimageembedder{i}"
+                                                    for i in range(5)]
+    frame = clone(embedder).set_output(transform="pandas").fit(X, y).transform(X[:3])
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.columns[0] == "finetunedimageembedder0"
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).transform(X[:6]), out)
+    full = clone(embedder).set_params(n_components=None).fit(X, y)
+    assert full.transform(X[:2]).shape == (2, 256) and full.pca_ is None
+    with pytest.raises(ValueError, match="needs y"):
+        clone(embedder).fit(X)
+    with pytest.raises(ValueError, match="n_components=500 exceeds"):
+        clone(embedder).set_params(n_components=500).fit(X, y)
+
+
+def test_fine_tuned_text_embeddings_are_the_fine_tuned_sentence_embeddings():
+    import torch as _torch
+
+    from sktransfer.finetune import FineTunedTextEmbedder
+
+    texts = ["a wonderful film", "a moving, tender story", "brilliant and funny",
+             "dull and slow", "a tedious mess", "far too long"] * 4
+    y = np.array([1, 1, 1, 0, 0, 0] * 4)
+    embedder = FineTunedTextEmbedder(max_epochs=1, random_state=0).fit(texts, y)
+    out = embedder.transform(texts[:3])
+    with _torch.inference_mode():
+        expected = embedder.net_.embed(texts[:3]).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out.shape == (3, 384) and embedder.n_features_out_ == 384

@@ -64,8 +64,9 @@ class Trainable:
     """A private, trainable copy of a backbone with a new linear head.
 
     ``module(inputs)`` gives logits; ``module.embed(inputs)`` the penultimate features the
-    head reads. ``groups`` are the backbone's parameter groups from the bottom (input side) to
-    the top, for gradual unfreezing; ``head`` the parameters of the new head. Every backbone
+    head reads, and ``module.classify(features)`` the logits from them. ``groups`` are the
+    backbone's parameter groups from the bottom (input side) to the top, for gradual
+    unfreezing; ``head`` the parameters of the new head (one linear layer). Every backbone
     parameter starts frozen (``requires_grad=False``).
     """
 

@@ -184,8 +184,12 @@ class SentenceClassifier(torch.nn.Module):
                     for key, value in tokenize(self.encoder, texts).items()}
         return self.encoder(features)["sentence_embedding"]
 
+    def classify(self, features: Any) -> Any:
+        """Logits from ``embed``'s features."""
+        return self.head(features)
+
     def forward(self, texts: list[str]) -> Any:
-        return self.head(self.embed(texts))
+        return self.classify(self.embed(texts))
 
 
 def get_sentence_backbone(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:

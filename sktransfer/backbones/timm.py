@@ -193,6 +193,15 @@ class TimmClassifier(torch.nn.Module):
     def embed(self, x: Any) -> Any:
         return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
 
+    def classify(self, features: Any) -> Any:
+        """Logits from ``embed``'s features: what ``forward`` does after them."""
+        net = self.net
+        if hasattr(net, "head_drop"):
+            features = net.head_drop(features)
+        elif getattr(net, "drop_rate", 0):
+            features = torch.nn.functional.dropout(features, net.drop_rate, self.training)
+        return net.get_classifier()(features)
+
 
 def _pool_spatial(features: Any, pooling: str) -> Any:
     if features.ndim == 2:

@@ -1,0 +1,117 @@
+"""Frozen features for fine-tuning: computed once per row, and the linear probe fitted on them
+that starts fine-tuning where the frozen baseline ends (LP-FT, Kumar et al., 2022).
+
+The probe is scikit-learn's ``StandardScaler`` + ``LogisticRegression`` (``C`` chosen by
+cross-validated log-loss on the training split), folded into the network's linear head:
+``W = coef / scale`` and ``b = intercept - W @ mean``, so that the head's logits are the
+probe's decision function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+
+PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+class FeatureStore:
+    """The penultimate features (``module.embed``) of the frozen network, computed once per
+    row on first use, from un-augmented inputs. Valid while no backbone parameter has
+    changed: the caller stops using it once one has."""
+
+    def __init__(self, net: Any, batches: Callable[..., Any], items: list[Any], device: str):
+        self.net, self.batches, self.items, self.device = net, batches, items, device
+        self._rows: dict[int, np.ndarray] = {}
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        missing = np.asarray([row for row in rows if int(row) not in self._rows], dtype=int)
+        if len(missing):
+            was_training = self.net.training
+            self.net.eval()
+            with torch.inference_mode():
+                for positions, inputs in self.batches(self.items, missing, None, self.device):
+                    vectors = self.net.embed(inputs).float().cpu().numpy()
+                    self._rows.update(zip((int(p) for p in positions), vectors, strict=True))
+            self.net.train(was_training)
+        return np.stack([self._rows[int(row)] for row in rows])
+
+
+def fit_probe(head: list[Any], train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+              val_y: np.ndarray, class_weights: np.ndarray | None) -> float:
+    """Fit the probe on the training features (``C`` by 5-fold cross-validated log-loss, or by
+    the validation split's when a class has a single training sample), class-weighted as
+    training is; write it into ``head`` (a linear layer's weight and bias) and return the
+    ``C`` kept."""
+    n_classes = int(max(train_y.max(), val_y.max())) + 1
+    weight, bias = _linear(head, n_classes, train_x.shape[1])
+    scaler = StandardScaler().fit(train_x)
+    train_z, val_z = scaler.transform(train_x), scaler.transform(val_x)
+    balance = None if class_weights is None else dict(enumerate(class_weights.tolist()))
+    n_splits = min(5, int(np.bincount(train_y).min()))
+    if n_splits >= 2:  # C by cross-validated log-loss on the training split: steadier than
+        # the validation split alone, which is small when the data are
+        probe = LogisticRegressionCV(
+            Cs=list(PROBE_CS), cv=StratifiedKFold(n_splits, shuffle=True, random_state=0),
+            scoring="neg_log_loss", class_weight=balance, max_iter=3000, l1_ratios=(0,),
+            use_legacy_attributes=False).fit(train_z, train_y)
+        C = float(np.ravel(probe.C_)[0])
+    else:
+        val_weights = None if class_weights is None else class_weights[val_y]
+        best = None
+        for candidate in PROBE_CS:
+            probe = LogisticRegression(C=candidate, max_iter=3000,
+                                       class_weight=balance).fit(train_z, train_y)
+            loss = log_loss(val_y, probe.predict_proba(val_z), labels=probe.classes_,
+                            sample_weight=val_weights)
+            if best is None or loss < best[0]:
+                best = (loss, candidate, probe)
+        _, C, probe = best
+    coef = probe.coef_ / scaler.scale_
+    intercept = probe.intercept_ - coef @ scaler.mean_
+    if n_classes == 2:  # one decision function: logits (-z/2, z/2) give the same softmax
+        coef = np.vstack([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    with torch.no_grad():
+        weight.copy_(torch.as_tensor(coef, dtype=weight.dtype))
+        bias.copy_(torch.as_tensor(intercept, dtype=bias.dtype))
+    return C
+
+
+def _linear(head: list[Any], n_classes: int, n_features: int) -> tuple[Any, Any]:
+    weights = [p for p in head if p.ndim == 2]
+    biases = [p for p in head if p.ndim == 1]
+    if len(weights) != 1 or len(biases) != 1 or \
+            tuple(weights[0].shape) != (n_classes, n_features):
+        raise ValueError(
+            f"the head is not one linear layer of {n_classes}×{n_features} "
+            f"(got {[tuple(p.shape) for p in head]}): use head_init='random' for this model")
+    return weights[0], biases[0]
+
+
+TEMPERATURES = np.geomspace(0.05, 20.0, 81)
+
+
+def calibrate(logits: np.ndarray, y: np.ndarray,
+              weights: np.ndarray | None) -> tuple[float, np.ndarray, float]:
+    """Temperature scaling (Guo et al., 2017): the ``T`` in a log-spaced grid from 0.05 to 20
+    that minimises the (weighted) log-loss of ``softmax(logits / T)`` on validation, with
+    those probabilities and that log-loss."""
+    labels = np.arange(logits.shape[1])
+    best = None
+    for temperature in TEMPERATURES:
+        scaled = logits / temperature
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        proba = np.exp(scaled)
+        proba /= proba.sum(axis=1, keepdims=True)
+        loss = log_loss(y, proba, labels=labels, sample_weight=weights)
+        if best is None or loss < best[2]:
+            best = (float(temperature), proba, float(loss))
+    return best
