@@ -5,9 +5,9 @@ The recipe, as parameters (LP-FT: Kumar et al., 2022; gradual unfreezing: Howard
 2018):
 
 0. **Start where frozen ends.** The new head is a logistic regression fitted exactly on the
-   frozen features of the training split (standardised, its ``C`` chosen on the validation
-   split, class-weighted as ``class_weight`` says). That model is epoch 0, the first
-   candidate: fine-tuning only replaces it when validation says so.
+   frozen features of the training split (standardised or not and its ``C`` chosen by
+   cross-validated log-loss, class-weighted as ``class_weight`` says). That model is epoch 0,
+   the first candidate.
 1. ``head_epochs`` epochs train only the head, then one more layer group is unfrozen from the
    top every ``unfreeze_every`` epochs, up to ``unfreeze_depth`` groups.
 2. Backbone groups learn at ``lr * backbone_lr_ratio``, each group below at ``layer_decay``
@@ -17,9 +17,11 @@ The recipe, as parameters (LP-FT: Kumar et al., 2022; gradual unfreezing: Howard
 4. Every epoch is scored on a stratified validation split with ``scoring`` (default: the
    class-weighted log-loss after temperature scaling, a proper score that separates epochs a
    small split's accuracy ties, without punishing an epoch for mere over-confidence), ties
-   broken by that log-loss. The kept epoch's temperature also calibrates ``predict_proba``.
-   With ``early_stopping``, training stops after ``patience`` epochs without improvement and
-   the best epoch is restored; without it, the last epoch is kept.
+   broken by that log-loss; with the default score an epoch replaces the kept one only when
+   it is better by more than one standard error. With ``early_stopping``, training stops
+   after ``patience`` epochs without improvement and the best epoch is restored; without it
+   (the default), the last epoch is kept. The kept epoch's temperature calibrates
+   ``predict_proba``.
 
 A fitted estimator pickles with its learned weights (as safetensors bytes) and predicts the
 same after unpickling in another process. This module imports torch (``import sktransfer``

@@ -1,8 +1,9 @@
 """Frozen features for fine-tuning: computed once per row, and the linear probe fitted on them
 that starts fine-tuning where the frozen baseline ends (LP-FT, Kumar et al., 2022).
 
-The probe is scikit-learn's ``StandardScaler`` + ``LogisticRegression`` (``C`` chosen by
-cross-validated log-loss on the training split), folded into the network's linear head:
+The probe is scikit-learn's ``LogisticRegression`` on the features as they are or
+standardised (``StandardScaler``), whichever, with whichever ``C``, has the better
+cross-validated log-loss on the training split; it is folded into the network's linear head:
 ``W = coef / scale`` and ``b = intercept - W @ mean``, so that the head's logits are the
 probe's decision function.
 """
@@ -14,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 class FeatureStore:
@@ -46,34 +47,30 @@ class FeatureStore:
 
 def fit_probe(head: list[Any], train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
               val_y: np.ndarray, class_weights: np.ndarray | None) -> float:
-    """Fit the probe on the training features (``C`` by 5-fold cross-validated log-loss, or by
-    the validation split's when a class has a single training sample), class-weighted as
-    training is; write it into ``head`` (a linear layer's weight and bias) and return the
-    ``C`` kept."""
+    """Fit the probe on the training features, standardised or not and with the ``C`` that
+    give the best 5-fold cross-validated log-loss (the validation split's, when a class has
+    a single training sample), class-weighted as training is; write it into ``head`` (a
+    linear layer's weight and bias) and return the ``C`` kept."""
     n_classes = int(max(train_y.max(), val_y.max())) + 1
     weight, bias = _linear(head, n_classes, train_x.shape[1])
     scaler = StandardScaler().fit(train_x)
-    train_z, val_z = scaler.transform(train_x), scaler.transform(val_x)
     balance = None if class_weights is None else dict(enumerate(class_weights.tolist()))
     n_splits = min(5, int(np.bincount(train_y).min()))
-    if n_splits >= 2:  # C by cross-validated log-loss on the training split: steadier than
-        # the validation split alone, which is small when the data are
-        probe = LogisticRegressionCV(
-            Cs=list(PROBE_CS), cv=StratifiedKFold(n_splits, shuffle=True, random_state=0),
-            scoring="neg_log_loss", class_weight=balance, max_iter=3000, l1_ratios=(0,),
-            use_legacy_attributes=False).fit(train_z, train_y)
-        C = float(np.ravel(probe.C_)[0])
-    else:
-        val_weights = None if class_weights is None else class_weights[val_y]
-        best = None
-        for candidate in PROBE_CS:
-            probe = LogisticRegression(C=candidate, max_iter=3000,
-                                       class_weight=balance).fit(train_z, train_y)
-            loss = log_loss(val_y, probe.predict_proba(val_z), labels=probe.classes_,
-                            sample_weight=val_weights)
-            if best is None or loss < best[0]:
-                best = (loss, candidate, probe)
-        _, C, probe = best
+    if n_splits >= 2:  # cross-validation on the training split: steadier than the
+        # validation split alone, which is small when the data are
+        x, y = train_x, train_y
+        folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=0).split(x, y))
+    else:  # a class with one training sample: the validation split decides
+        x, y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
+        folds = [(np.arange(len(train_y)), np.arange(len(train_y), len(y)))]
+    candidates = [(standardize, C) for standardize in (True, False) for C in PROBE_CS]
+    losses = [_cv_loss(x, y, folds, standardize, C, balance, class_weights)
+              for standardize, C in candidates]
+    standardize, C = candidates[int(np.argmin(losses))]
+    probe = LogisticRegression(C=C, max_iter=3000, class_weight=balance).fit(
+        scaler.transform(train_x) if standardize else train_x, train_y)
+    if not standardize:
+        scaler.mean_, scaler.scale_ = np.zeros_like(scaler.mean_), np.ones_like(scaler.scale_)
     coef = probe.coef_ / scaler.scale_
     intercept = probe.intercept_ - coef @ scaler.mean_
     if n_classes == 2:  # one decision function: logits (-z/2, z/2) give the same softmax
@@ -83,6 +80,23 @@ def fit_probe(head: list[Any], train_x: np.ndarray, train_y: np.ndarray, val_x: 
         weight.copy_(torch.as_tensor(coef, dtype=weight.dtype))
         bias.copy_(torch.as_tensor(intercept, dtype=bias.dtype))
     return C
+
+
+def _cv_loss(x: np.ndarray, y: np.ndarray, folds: list[Any], standardize: bool, C: float,
+             balance: dict[int, float] | None, class_weights: np.ndarray | None) -> float:
+    """Mean held-out log-loss of one probe candidate, class-weighted as training is."""
+    labels = np.arange(int(y.max()) + 1)
+    losses = []
+    for train, test in folds:
+        scaler = StandardScaler().fit(x[train]) if standardize else None
+        fit_x, test_x = (scaler.transform(x[train]), scaler.transform(x[test])) if scaler \
+            else (x[train], x[test])
+        probe = LogisticRegression(C=C, max_iter=3000, class_weight=balance).fit(fit_x,
+                                                                                 y[train])
+        losses.append(log_loss(y[test], probe.predict_proba(test_x), labels=labels,
+                               sample_weight=None if class_weights is None
+                               else class_weights[y[test]]))
+    return float(np.mean(losses))
 
 
 def _linear(head: list[Any], n_classes: int, n_features: int) -> tuple[Any, Any]:

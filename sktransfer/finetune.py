@@ -119,8 +119,8 @@ class FineTunedImageClassifier(_Images, FineTunedClassifier):
     """Fine-tune a pretrained timm network as a scikit-learn classifier.
 
     Fine-tuning starts where frozen features end: the new head is a logistic regression fitted
-    on the frozen features of the training split (epoch 0), and training epochs replace it
-    only when the validation score says they are better. See docs/finetuning.md.
+    on the frozen features of the training split (epoch 0), then layer groups are unfrozen
+    from the top. See docs/finetuning.md.
 
     Parameters
     ----------
@@ -168,9 +168,12 @@ class FineTunedImageClassifier(_Images, FineTunedClassifier):
         How epochs are compared on the validation split: a scikit-learn scorer name or
         callable (``scorer(estimator, X, y)``, greater is better). None: the negative
         log-loss, class-weighted as ``class_weight`` says. Ties are broken by that log-loss.
-    early_stopping : bool, default=True
-        Stop after ``patience`` epochs without a better validation score and restore the
-        best epoch (the probe included). False: train ``max_epochs`` and keep the last.
+    early_stopping : bool, default=False
+        False: train ``max_epochs`` and keep the last epoch, where the cosine schedule has
+        annealed (on ELPV it beat every selection rule we tried: docs/finetuning.md). True:
+        keep the best epoch, the probe included, where an epoch must beat the kept one by
+        more than the validation noise; stop after ``patience`` epochs without one. That
+        guards against negative transfer, at the price of a noisy choice on small splits.
     patience : int, default=5
     augment : bool, default=False
         Random crops (from the model's resize size to its input size) and horizontal flips.
@@ -232,7 +235,7 @@ class FineTunedImageClassifier(_Images, FineTunedClassifier):
                  weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
                  class_weight: str | dict | None = None, batchnorm: str = "frozen",
                  validation_fraction: float = 0.15, scoring: Any = None,
-                 early_stopping: bool = True, patience: int = 5, augment: bool = False,
+                 early_stopping: bool = False, patience: int = 5, augment: bool = False,
                  batch_size: int = 32, device: str = "auto", random_state: int | None = None,
                  progress: bool = False):
         self.model = model
@@ -317,7 +320,7 @@ class FineTunedImageEmbedder(_Images, FineTunedEmbedder):
                  weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
                  class_weight: str | dict | None = None, batchnorm: str = "frozen",
                  validation_fraction: float = 0.15, scoring: Any = None,
-                 early_stopping: bool = True, patience: int = 5, augment: bool = False,
+                 early_stopping: bool = False, patience: int = 5, augment: bool = False,
                  batch_size: int = 32, device: str = "auto", random_state: int | None = None,
                  progress: bool = False):
         self.model = model
@@ -377,7 +380,7 @@ class FineTunedTextClassifier(_Texts, FineTunedClassifier):
                  weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
                  class_weight: str | dict | None = None, batchnorm: str = "frozen",
                  validation_fraction: float = 0.15, scoring: Any = None,
-                 early_stopping: bool = True, patience: int = 5, max_length: int = 128,
+                 early_stopping: bool = False, patience: int = 5, max_length: int = 128,
                  batch_size: int = 32, device: str = "auto", random_state: int | None = None,
                  progress: bool = False):
         self.model = model
@@ -432,7 +435,7 @@ class FineTunedTextEmbedder(_Texts, FineTunedEmbedder):
                  weight_decay: float = 1e-4, warmup_epochs: float = 1.0,
                  class_weight: str | dict | None = None, batchnorm: str = "frozen",
                  validation_fraction: float = 0.15, scoring: Any = None,
-                 early_stopping: bool = True, patience: int = 5, max_length: int = 128,
+                 early_stopping: bool = False, patience: int = 5, max_length: int = 128,
                  batch_size: int = 32, device: str = "auto", random_state: int | None = None,
                  progress: bool = False):
         self.model = model

@@ -84,7 +84,8 @@ def test_batchnorm_statistics_stay_frozen_by_default():
 
 def test_early_stopping_restores_the_best_epoch():
     X, y = red_or_not(64)
-    clf = tiny(max_epochs=8, lr=0.05, patience=2, head_init="random").fit(X, y)
+    clf = tiny(max_epochs=8, lr=0.05, patience=2, head_init="random",
+               early_stopping=True).fit(X, y)
     scores = [h["val_score"] for h in clf.history_]
     assert clf.best_score_ == scores[clf.best_epoch_] == max(scores[:clf.best_epoch_ + 1])
     assert len(scores) <= clf.best_epoch_ + 1 + clf.patience
@@ -109,8 +110,9 @@ def test_a_seed_gives_identical_results():
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert [h["train_loss"] for h in a.history_[1:]] == [h["train_loss"]
                                                          for h in b.history_[1:]]
-    c = tiny(random_state=1).fit(X, y)
-    assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+    c = tiny(random_state=1).fit(X, y)  # another split, order and initialisation
+    assert [h["train_loss"] for h in a.history_[1:]] != [h["train_loss"]
+                                                         for h in c.history_[1:]]
     assert a.license_ == "none (random weights)"
 
 
@@ -226,7 +228,7 @@ def test_unpickling_builds_the_architecture_without_loading_pretrained_weights(m
 
 def test_epoch_zero_is_the_logistic_regression_on_frozen_features():
     """The probe folded into the head predicts what scikit-learn's pipeline predicts on the
-    same frozen features of the same training split."""
+    same frozen features (kept, the probe is refitted on every row, as the baseline is)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -236,13 +238,14 @@ def test_epoch_zero_is_the_logistic_regression_on_frozen_features():
     X, y = red_or_not(40)
     clf = tiny(max_epochs=0, augment=False).fit(X, y)
     assert clf.best_epoch_ == 0 and len(clf.history_) == 1
-    train, _ = clf._split(np.searchsorted(clf.classes_, y))
     embedder = ImageEmbedder(TINY_CNN, weights="random", backend="torch", precision="float32",
                              decode="full", device="cpu")
     features = embedder.fit_transform(X)
-    chosen = [C for C in (1e-3, 1e-2, 1e-1, 1.0, 10.0)]
-    expected = [make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000))
-                .fit(features[train], y[train]).predict_proba(features) for C in chosen]
+    from sktransfer._probe import PROBE_CS
+
+    expected = [make_pipeline(*scaler, LogisticRegression(C=C, max_iter=3000))
+                .fit(features, y).predict_proba(features)
+                for C in PROBE_CS for scaler in ([StandardScaler()], [])]
     clf.temperature_ = 1.0  # the probe itself, before its calibration on validation
     got = clf.predict_proba(X)
     assert min(np.abs(got - e).max() for e in expected) < 1e-3
