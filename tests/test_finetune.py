@@ -16,7 +16,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV
 
 from sktransfer import InputError
-from sktransfer._finetune import _Run
+from sktransfer._training import Run
 from sktransfer.finetune import FineTunedImageClassifier, FineTunedTextClassifier
 
 
@@ -177,8 +177,8 @@ def test_undecodable_images_fail_before_training(bad_files, monkeypatch):
     items = list(X)
     items[7] = bad_files["truncated"]
     calls = []
-    monkeypatch.setattr(_Run, "train_epoch", lambda *a, **k: calls.append(1) or 0.0)
-    monkeypatch.setattr(_Run, "start", lambda *a, **k: calls.append(1) or (0.0, 0.0))
+    monkeypatch.setattr(Run, "train_epoch", lambda *a, **k: calls.append(1) or 0.0)
+    monkeypatch.setattr(Run, "start", lambda *a, **k: calls.append(1) or (0.0, 0.0))
     with pytest.raises(InputError, match=r"row 7: .*truncated"):
         tiny().fit(items, y)
     assert calls == []
