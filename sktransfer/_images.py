@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -41,10 +42,18 @@ def check_preprocessing(preprocessing: dict[str, Any] | None) -> None:
         if key == "crop_mode" and value not in _CROP_MODES:
             raise ValueError(f"preprocessing crop_mode={value!r} is not one of "
                              f"{', '.join(_CROP_MODES)}")
-        if key in ("mean", "std") and (len(value) != 3 or (key == "std" and min(value) <= 0)):
+        if key in ("mean", "std") and (
+                np.ndim(value) != 1 or len(value) != 3
+                or not all(isinstance(v, Real) for v in value)
+                or (key == "std" and min(value) <= 0)):
             raise ValueError(f"preprocessing {key} must be 3 numbers (RGB), got {value!r}")
-        if key == "crop_pct" and not 0 < value <= 1:
+        if key == "crop_pct" and not (isinstance(value, Real) and 0 < value <= 1):
             raise ValueError(f"preprocessing crop_pct must be in (0, 1], got {value!r}")
+        if key == "input_size" and not (
+                np.ndim(value) == 1 and len(value) in (2, 3)
+                and all(isinstance(v, Integral) and v > 0 for v in value)):
+            raise ValueError(f"preprocessing input_size must be (height, width) or "
+                             f"(3, height, width) in pixels, got {value!r}")
 
 
 

@@ -235,6 +235,9 @@ def test_preprocessing_can_be_overridden_and_changes_the_vectors(tmp_path):
     assert not np.allclose(default.transform(X), custom.transform(X))
     with pytest.raises(ValueError, match="preprocessing key 'resize' is not one of"):
         ImageEmbedder(TINY_CNN, weights=path, preprocessing={"resize": 3}).fit(X)
+    for bad in ({"mean": 0.5}, {"crop_pct": "all"}, {"input_size": 224}):
+        with pytest.raises(ValueError, match=f"preprocessing {next(iter(bad))}"):
+            ImageEmbedder(TINY_CNN, weights=path, preprocessing=bad).fit(X)
     with pytest.raises(ValueError, match="interpolation='cubic' is not one of"):
         ImageEmbedder(TINY_CNN, weights=path, preprocessing={"interpolation": "cubic"}).fit(X)
 
