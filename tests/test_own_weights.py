@@ -158,6 +158,15 @@ def test_timms_converter_is_used_and_what_it_changed_is_named(tmp_path):
     _assert_same(got, _timm_features(net, X))
 
 
+def test_batchnorm_step_counters_may_be_missing(tmp_path):
+    net = _trained(TINY_CNN)
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "exported.safetensors"
+    save_file(state, path)
+    got = ImageEmbedder(TINY_CNN, weights=str(path), **EXACT).fit_transform(X)
+    _assert_same(got, _timm_features(net, X))
+
+
 def test_wrapper_prefixes_are_found(tmp_path):
     """A Lightning-style checkpoint: the network under "model.", an EMA copy elsewhere."""
     net = _trained(TINY_CNN)

@@ -66,16 +66,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
-def head_names(net: Any) -> set[str]:
-    """The state-dict names of ``net``'s classifier: what ``reset_classifier(0)`` removes.
-
-    Call it before the head is removed; ``net`` is left as it was.
-    """
-    import copy
-
-    headless = copy.deepcopy(net)
-    headless.reset_classifier(0)
-    return set(net.state_dict()) - set(headless.state_dict())
+def drop_head(net: Any) -> set[str]:
+    """Remove ``net``'s classifier (``reset_classifier(0)``) and return the state-dict names
+    it had: the tensors of a checkpoint's head, whatever its number of classes."""
+    before = set(net.state_dict())
+    net.reset_classifier(0)
+    return before - set(net.state_dict())
 
 
 def checkpoint_img_size(net: Any, state: dict[str, Any]) -> int | None:
@@ -108,6 +104,8 @@ def load_backbone_state(net: Any, state: dict[str, Any], *, head: set[str],
     if how:
         warnings.warn(f"weights from {_short(source)} were reinterpreted to fit "
                       f"{_network(net)}: {how}", WeightsReinterpretedWarning, stacklevel=4)
+    current = net.state_dict()
+    fitted.update({name: current[name] for name in expected if name not in fitted})  # counters
     net.load_state_dict(fitted, strict=True)
 
 
@@ -135,7 +133,14 @@ def _fit(net: Any, state: dict[str, Any], head: set[str],
     return converted, _what_changed(state, converted, head)
 
 
+_COUNTER = "num_batches_tracked"  # BatchNorm's step counter: no effect on outputs
+
+
 def _fits(state: dict[str, Any], expected: dict[str, tuple]) -> bool:
+    """Every backbone tensor with its shape and nothing else (a BatchNorm step counter may
+    be missing: some exporters drop it)."""
+    expected = {k: v for k, v in expected.items() if not (k.endswith(_COUNTER) and k not in
+                                                          state)}
     return state.keys() == expected.keys() and all(
         tuple(state[name].shape) == shape for name, shape in expected.items())
 

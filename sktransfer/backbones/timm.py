@@ -19,7 +19,7 @@ import torch
 from sktransfer._images import check_preprocessing
 from sktransfer.backbones._checkpoint import (
     checkpoint_img_size,
-    head_names,
+    drop_head,
     load_backbone_state,
     read_checkpoint,
 )
@@ -267,8 +267,7 @@ def _load(model: str, weights: str, device: str, model_args: dict[str, Any],
                     source, trained_at, origin.architecture, trained_at)
         kwargs["img_size"] = trained_at
         net = _create(origin.architecture, **kwargs)
-    head = head_names(net)
-    net.reset_classifier(0)
+    head = drop_head(net)
     if state is not None:
         load_backbone_state(net, state, head=head, source=source)
     net.eval()
