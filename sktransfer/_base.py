@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
 
 from sktransfer._input import column_name, materialize
-from sktransfer.backbones._registry import warn_about_license
+from sktransfer.backbones._registry import record_provenance
 from sktransfer.cache import KEY_SCHEME, FeatureCache, as_feature_cache
 from sktransfer.exceptions import (
     EmbeddingWarning,
@@ -86,10 +86,8 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         backbone = self._get_backbone()
         self.n_features_out_ = self._n_features(backbone)
         self.weights_digest_ = backbone.digest
-        self.weights_source_ = backbone.source
-        self.license_ = backbone.license
         self._record_fit(backbone)
-        warn_about_license(self.model, self.license_, getattr(self, "weights", "pretrained"))
+        record_provenance(self, backbone)
         return self
 
     def _record_fit(self, backbone: Any) -> None:

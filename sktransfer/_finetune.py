@@ -48,7 +48,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from sktransfer._training import Run
-from sktransfer.backbones._registry import warn_about_license
+from sktransfer.backbones._registry import record_provenance
 
 logger = logging.getLogger("sktransfer")
 
@@ -102,9 +102,7 @@ class FineTuning(BaseEstimator):
         backbone = self._backbone()
         self._remember(backbone)
         self._check(items)  # every bad row fails here, before any training
-        self.license_ = backbone.license
-        self.weights_source_ = backbone.source
-        warn_about_license(self.model, self.license_, getattr(self, "weights", "pretrained"))
+        record_provenance(self, backbone)
         weights = self._class_weights(encoded)
         seed = 0 if self.random_state is None else self.random_state
         with torch.random.fork_rng(devices=[]):
@@ -130,8 +128,7 @@ class FineTuning(BaseEstimator):
                 if better or not self.early_stopping:
                     waited = 0 if better else waited + 1
                     best = candidate
-                    self.best_epoch_, self.best_score_ = epoch, candidate[0]
-                    run.keep()
+                    run.keep(epoch, candidate[0])
                 else:
                     waited += 1
                     if waited >= self.patience:

@@ -69,10 +69,9 @@ def fit_probe(head: list[Any], train_x: np.ndarray, train_y: np.ndarray, val_x: 
     standardize, C = candidates[int(np.argmin(losses))]
     probe = LogisticRegression(C=C, max_iter=3000, class_weight=balance).fit(
         scaler.transform(train_x) if standardize else train_x, train_y)
-    if not standardize:
-        scaler.mean_, scaler.scale_ = np.zeros_like(scaler.mean_), np.ones_like(scaler.scale_)
-    coef = probe.coef_ / scaler.scale_
-    intercept = probe.intercept_ - coef @ scaler.mean_
+    mean, scale = (scaler.mean_, scaler.scale_) if standardize else (0.0, 1.0)
+    coef = probe.coef_ / scale
+    intercept = probe.intercept_ - coef @ np.broadcast_to(mean, coef.shape[1:])
     if n_classes == 2:  # one decision function: logits (-z/2, z/2) give the same softmax
         coef = np.vstack([-coef / 2, coef / 2])
         intercept = np.array([-intercept[0] / 2, intercept[0] / 2])

@@ -140,13 +140,14 @@ class Run:
         owner._report(record)
         self.temperature = temperature
         if keep:
-            owner.best_epoch_, owner.best_score_ = epoch, score
-            self.keep()
+            self.keep(epoch, score)
         return score, -loss_val, per_sample
 
-    def keep(self) -> None:
+    def keep(self, epoch: int, score: float) -> None:
+        """Keep the network as it is now, as the epoch just evaluated."""
         self.kept = copy.deepcopy(self.net.state_dict())
-        self.owner.temperature_ = self.temperature
+        owner = self.owner
+        owner.best_epoch_, owner.best_score_, owner.temperature_ = epoch, score, self.temperature
 
     def _val_logits(self) -> np.ndarray:
         self.net.eval()

@@ -121,8 +121,19 @@ def license_restriction(license_: str | None) -> str | None:
     return None
 
 
-def warn_about_license(model: str, license_: str | None, weights: str = "pretrained") -> None:
-    """Warn once per process and weights when their licence may forbid your use."""
+def record_provenance(estimator: Any, backbone: Any) -> None:
+    """Set a fitted estimator's ``license_`` and ``weights_source_`` from its backbone, and
+    warn (once) when the licence may forbid its use."""
+    estimator.license_ = backbone.license
+    estimator.weights_source_ = backbone.source
+    warn_about_license(estimator.model, estimator.license_,
+                       getattr(estimator, "weights", "pretrained"), stacklevel=4)
+
+
+def warn_about_license(model: str, license_: str | None, weights: str = "pretrained", *,
+                       stacklevel: int = 3) -> None:
+    """Warn once per process and weights when their licence may forbid your use
+    (``stacklevel`` as for :func:`warnings.warn`, counted from this function)."""
     restriction = license_restriction(license_)
     if restriction is None or (model, weights, str(license_)) in _WARNED_LICENSES:
         return
@@ -135,4 +146,4 @@ def warn_about_license(model: str, license_: str | None, weights: str = "pretrai
               "check where the file came from, and say what you know with weights_license=")
     article = "an" if restriction[0] in "aeiou" else "a"
     warnings.warn(f"the weights of {what} have {article} {restriction} licence "
-                  f"({license_!r}): {advice}", LicenseWarning, stacklevel=3)
+                  f"({license_!r}): {advice}", LicenseWarning, stacklevel=stacklevel)
