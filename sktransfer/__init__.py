@@ -24,6 +24,7 @@ _LAZY = {
     "EmbeddingWarning": "sktransfer.exceptions",
     "LicenseWarning": "sktransfer.exceptions",
     "WeightsReinterpretedWarning": "sktransfer.exceptions",
+    "TrainingDivergedError": "sktransfer.exceptions",
     "FeatureCache": "sktransfer.cache",
     "FineTunedImageClassifier": "sktransfer.finetune",
     "FineTunedTextClassifier": "sktransfer.finetune",

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from numbers import Integral
 from typing import Any, ClassVar
 
@@ -112,13 +112,16 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def embed_rows(self, items: Sequence[Any], rows: Sequence[Any],
                    column: str | None = None, *,
-                   report: dict[Any, InputError] | None = None) -> np.ndarray:
+                   report: dict[Any, InputError] | None = None,
+                   on_done: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed ``items`` (a list of samples) whose errors and warnings call ``items[i]``
         row ``rows[i]`` (of DataFrame column ``column``, if given): for callers that embed a
         subset of a larger input.
 
         With ``report`` (a dict), rows filled under ``on_error`` are recorded there (row ->
-        error) instead of being announced by a warning.
+        error) instead of being announced by a warning. ``on_done(n)`` is called as soon as
+        ``n`` more distinct samples have their vector (found in the cache, or computed and
+        stored in it): what a run interrupted then has finished.
 
         Returns a plain float32 array (no ``set_output`` container).
         """
@@ -130,7 +133,8 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 f"model {self.model!r} now loads weights {backbone.digest[:12]}…; refit it"
             )
         try:
-            return self._embed_with_cache(list(items), backbone, list(rows), column, report)
+            return self._embed_with_cache(list(items), backbone, list(rows), column, report,
+                                          on_done)
         except InputError as error:
             if column is None or error.column is not None:
                 raise
@@ -138,7 +142,8 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _embed_with_cache(self, items: list[Any], backbone: Any, labels: list[Any],
                           column: str | None = None,
-                          report: dict[Any, InputError] | None = None) -> np.ndarray:
+                          report: dict[Any, InputError] | None = None,
+                          on_done: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed each distinct sample once, reading the feature cache first and storing each
         finished batch in it as soon as it is done."""
         n = len(items)
@@ -161,10 +166,15 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             out[keyed[found]] = vectors[found]
             todo = np.setdiff1d(distinct, keyed[found])
             logger.debug("cache: %d of %d distinct samples found", found.sum(), len(distinct))
+            if on_done is not None and found.any():
+                on_done(int(found.sum()))
         failed_rows: dict[int, InputError] = {}
         if len(todo):
-            for errors in self._run(todo, items, keys, labels, backbone, plan, cache, out):
+            for n_done, errors in self._run(todo, items, keys, labels, backbone, plan, cache,
+                                            out):
                 failed_rows.update(errors)
+                if on_done is not None:
+                    on_done(n_done)
         out = out[owner]
         failed = {row: InputError(labels[row], failed_rows[int(owner[row])].problem, column)
                   for row in range(n) if int(owner[row]) in failed_rows}
@@ -175,9 +185,9 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _run(self, todo: np.ndarray, items: list[Any], keys: list[bytes | None],
              labels: list[Any], backbone: Any, plan: Any, cache: FeatureCache | None,
-             out: np.ndarray) -> Iterator[dict[int, InputError]]:
-        """Embed the rows ``todo`` into ``out``, storing each batch; yields the failed rows
-        of each batch (row -> error)."""
+             out: np.ndarray) -> Iterator[tuple[int, dict[int, InputError]]]:
+        """Embed the rows ``todo`` into ``out``, storing each batch; yields, per batch, how
+        many rows it embedded and its failed rows (row -> error)."""
         batches = self._embed_batches([items[row] for row in todo],
                                       [labels[row] for row in todo], backbone, plan)
         plan = next(batches)  # what actually runs: the space its vectors are stored in
@@ -195,7 +205,8 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                                 out[[row for row, _ in stored]], description)
                 if bar is not None:
                     bar.update(len(positions) + len(errors))
-                yield {int(todo[position]): error for position, error in errors.items()}
+                yield len(positions), {int(todo[position]): error
+                                       for position, error in errors.items()}
         finally:
             if bar is not None:
                 bar.close()

@@ -80,8 +80,10 @@ def _open_image_file(item: str | os.PathLike) -> Any:
 
 def check_image_file(item: str | os.PathLike) -> None:
     """Raise :class:`RowProblem` when ``item`` is not a readable image file within the size
-    limit (checked without reading it)."""
-    _open_image_file(item).close()
+    limit, or its header is not one of an image format Pillow reads (only the header is
+    read: damage further in, such as truncation, shows when the image is decoded)."""
+    with _open_image_file(item) as handle:
+        _decode(handle, os.fspath(item), load=False)
 
 
 def read_image_file(item: str | os.PathLike) -> bytes:
@@ -241,12 +243,17 @@ def load_image(item: Any, *, draft: tuple[int, int] | None = None) -> Any:
     )
 
 
-def _decode(source: Any, name: str, draft: tuple[int, int] | None = None) -> Any:
+def _decode(source: Any, name: str, draft: tuple[int, int] | None = None, *,
+            load: bool = True) -> Any:
+    """The RGB image in ``source``; with ``load=False`` only its header is read and checked
+    (and None returned)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
             _check_pixels(image, name)
+            if not load:
+                return None
             if draft is not None and image.format == "JPEG":
                 # EXIF rotation may swap the sides: both must stay large enough either way.
                 side = max(draft)

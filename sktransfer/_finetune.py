@@ -142,7 +142,7 @@ class FineTuning(BaseEstimator):
 
     def _targets(self, X: Any, y: Any) -> tuple[list[Any], np.ndarray]:
         items = self._as_items(X)
-        y = np.asarray(y)
+        y = class_labels(y)
         if len(y) != len(items):
             raise ValueError(f"X has {len(items)} samples but y has {len(y)} labels")
         check_classification_targets(y)
@@ -155,6 +155,12 @@ class FineTuning(BaseEstimator):
     def _class_weights(self, encoded: np.ndarray) -> np.ndarray | None:
         if self.class_weight is None:
             return None
+        if isinstance(self.class_weight, dict):
+            for label, weight in self.class_weight.items():
+                if isinstance(weight, bool) or not isinstance(weight, Real) \
+                        or not math.isfinite(weight) or weight <= 0:
+                    raise ValueError(f"class_weight[{label!r}] = {weight!r}: a class weight "
+                                     "must be a positive, finite number")
         return compute_class_weight(self.class_weight, classes=self.classes_,
                                     y=self.classes_[encoded]).astype(np.float32)
 
@@ -266,6 +272,48 @@ class FineTuning(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+def class_labels(y: Any) -> np.ndarray:
+    """``y`` as a 1-D array of class labels, or a ValueError naming the first row that is
+    missing (None, NaN) or of another kind than the rest (strings mixed with numbers):
+    ``np.unique`` would sort such labels wrongly or not at all."""
+    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+        raise ValueError(f"y must be a sequence of class labels, one per sample, got "
+                         f"{type(y).__name__}")
+    array = np.asarray(y, dtype=object if _holds_objects(y) else None)
+    if array.ndim != 1:
+        raise ValueError(f"y must be one label per sample (1-D), got shape {array.shape}")
+    if array.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(array))
+        if len(bad):
+            raise ValueError(f"y row {bad[0]}: {array[bad[0]]!r} is not a class label "
+                             f"({len(bad)} rows of y are NaN or infinite)")
+    if array.dtype.kind != "O":
+        return array
+    kinds: dict[str, int] = {}
+    for row, label in enumerate(array):
+        if label is None or (isinstance(label, float) and not math.isfinite(label)) \
+                or type(label).__name__ in ("NAType", "NaTType"):
+            raise ValueError(f"y row {row}: {label!r} is a missing label; drop the row or "
+                             "give it a class")
+        if not isinstance(label, (str, Real, np.number)):
+            raise ValueError(f"y row {row}: {label!r} ({type(label).__name__}) is not a class "
+                             "label: labels are strings, numbers or booleans")
+        kind = "a string" if isinstance(label, str) else "a number"
+        kinds.setdefault(kind, row)
+        if len(kinds) > 1:
+            (first, where), (other, _) = list(kinds.items())[:2]
+            raise ValueError(f"y mixes kinds of labels: row {where} holds {first} "
+                             f"({array[where]!r}), row {row} holds {other} ({label!r}); "
+                             "give every label the same type")
+    return np.asarray(array.tolist())  # one kind: the dtype numpy gives it (int, str, ...)
+
+
+def _holds_objects(y: Any) -> bool:
+    dtype = getattr(y, "dtype", None)
+    return dtype is None or getattr(dtype, "kind", "O") == "O" or str(dtype) in (
+        "category", "string")
 
 
 class FineTunedClassifier(ClassifierMixin, FineTuning):

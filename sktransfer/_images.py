@@ -28,6 +28,10 @@ _PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 
 INTERPOLATIONS = tuple(_PIL_FILTERS)  # what ``interpolation`` in a data config may be
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 _CROP_MODES = ("center", "squash", "border")
+# The largest side a network input (and the resize before its crop) may have. The largest
+# timm pretrained configs are 1,024 px (SAM); a 4,096 px input already takes 200 MB as float32
+# per image before the first layer multiplies it. Beyond this, one image would exhaust memory.
+MAX_INPUT_SIDE = 4096
 
 
 def check_preprocessing(preprocessing: dict[str, Any] | None) -> None:
@@ -54,6 +58,22 @@ def check_preprocessing(preprocessing: dict[str, Any] | None) -> None:
                 and all(isinstance(v, Integral) and v > 0 for v in value)):
             raise ValueError(f"preprocessing input_size must be (height, width) or "
                              f"(3, height, width) in pixels, got {value!r}")
+        if key == "input_size" and max(value[-2:]) > MAX_INPUT_SIDE:
+            raise ValueError(f"preprocessing input_size={tuple(value)!r} is larger than "
+                             f"{MAX_INPUT_SIDE} px per side, which would exhaust memory "
+                             "(a network's input is float32 for every image of a batch)")
+
+
+def check_input_size(data_config: dict[str, Any], source: str) -> None:
+    """Refuse a data config whose input, or resize before the crop, is larger than
+    ``MAX_INPUT_SIDE`` px per side; ``source`` names the setting that made it so."""
+    height, width = (int(v) for v in data_config["input_size"][-2:])
+    crop_pct = data_config.get("crop_pct") or 0.875
+    resized = math.floor(max(height, width) / crop_pct)
+    if max(height, width) > MAX_INPUT_SIDE or resized > 2 * MAX_INPUT_SIDE:
+        raise ValueError(f"{source} gives input_size=(3, {height}, {width}) with crop_pct="
+                         f"{crop_pct} (a {resized} px resize): more than {MAX_INPUT_SIDE} px "
+                         "per side would exhaust memory; choose a smaller input_size")
 
 
 

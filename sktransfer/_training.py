@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import balanced_accuracy_score, get_scorer
 
 from sktransfer._probe import FeatureStore, calibrate, fit_probe
+from sktransfer.exceptions import TrainingDivergedError
 
 logger = logging.getLogger("sktransfer")
 
@@ -85,6 +86,8 @@ class Run:
             batch = np.asarray(positions)
             targets = torch.as_tensor(self.encoded[batch], device=self.device)
             loss = torch.nn.functional.cross_entropy(logits, targets, weight=self.weights)
+            if not torch.isfinite(loss):
+                raise_diverged(owner, epoch, f"the training loss became {float(loss)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(
@@ -120,7 +123,7 @@ class Run:
         log-losses)`` (see ``better``)."""
         owner, y_val = self.owner, self.encoded[self.val_rows]
         weights = None if self.class_weights is None else self.class_weights[y_val]
-        temperature, proba, loss_val = calibrate(self._val_logits(), y_val, weights)
+        temperature, proba, loss_val = calibrate(self._val_logits(epoch), y_val, weights)
         per_sample = -np.log(np.clip(proba[np.arange(len(y_val)), y_val], 1e-15, 1.0))
         if weights is not None:
             per_sample = per_sample * weights * len(weights) / weights.sum()
@@ -149,11 +152,23 @@ class Run:
         owner = self.owner
         owner.best_epoch_, owner.best_score_, owner.temperature_ = epoch, score, self.temperature
 
-    def _val_logits(self) -> np.ndarray:
+    def _val_logits(self, epoch: int) -> np.ndarray:
         self.net.eval()
         with torch.inference_mode():
-            return np.concatenate([logits.float().cpu().numpy()
-                                   for _, logits in self._logits(self.val_rows, None)])
+            logits = np.concatenate([logits.float().cpu().numpy()
+                                     for _, logits in self._logits(self.val_rows, None)])
+        if not np.isfinite(logits).all():
+            raise_diverged(self.owner, epoch, "the network's outputs on the validation split "
+                           "became NaN or infinite")
+        return logits
+
+
+def raise_diverged(owner: Any, epoch: int, what: str) -> None:
+    """Training diverged: stop with an error naming the epoch and the rate, rather than keep
+    an earlier epoch silently (a rate that explodes is a setting to change, not noise)."""
+    raise TrainingDivergedError(
+        f"{type(owner).__name__}: fine-tuning diverged in epoch {epoch}: {what} "
+        f"(lr={owner.lr:g}); lower lr (the default is 1e-4)")
 
 
 class _Fixed(ClassifierMixin, BaseEstimator):

@@ -107,8 +107,8 @@ class FeatureCache:
     """
 
     def __init__(self, path: str | os.PathLike, memory_bytes: int = 256 * 2**20):
-        self.path = Path(path).expanduser()
-        self.memory_bytes = memory_bytes
+        self.path = cache_path(path)
+        self.memory_bytes = _check_memory_bytes(memory_bytes)
         self._local = threading.local()
         self._memory = _MemoryTier(memory_bytes)
 
@@ -326,6 +326,31 @@ class _MemoryTier:
             self.used = 0
 
 
+def cache_path(path: Any) -> Path:
+    """``path`` as a cache folder, or a ValueError naming the parameter (a NUL byte, which
+    no file system takes, would otherwise fail deep inside ``os`` with no name attached)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"cache path must be a str or os.PathLike, got {type(path).__name__}")
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if "\0" in text:
+        raise ValueError(f"cache path {text!r} contains a NUL byte, which no file name can "
+                         "hold")
+    if not text:
+        raise ValueError("cache path is empty: name a folder")
+    return Path(text).expanduser()
+
+
+def _check_memory_bytes(memory_bytes: Any) -> int:
+    if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, (int, np.integer)):
+        raise TypeError(f"memory_bytes must be a whole number of bytes (for example "
+                        f"512 * 2**20), got {type(memory_bytes).__name__} {memory_bytes!r}")
+    if memory_bytes < 0:
+        raise ValueError(f"memory_bytes must be 0 (off) or more, got {memory_bytes}")
+    return int(memory_bytes)
+
+
 _OPEN: dict[Path, FeatureCache] = {}
 _OPEN_LOCK = threading.Lock()
 
@@ -334,7 +359,7 @@ def as_feature_cache(cache: str | os.PathLike | FeatureCache | None) -> FeatureC
     """The FeatureCache for an embedder's ``cache=`` value (one object per directory)."""
     if cache is None or isinstance(cache, FeatureCache):
         return cache
-    path = Path(cache).expanduser().resolve()
+    path = cache_path(cache).resolve()
     with _OPEN_LOCK:
         if path not in _OPEN:
             _OPEN[path] = FeatureCache(path)

@@ -17,10 +17,15 @@ from sktransfer.compose import IMAGE_SUFFIX
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 class CommandError(Exception):
     """A failure to report in one line, without a traceback."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the message says what was finished and kept."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +36,30 @@ def main(argv: list[str] | None = None) -> int:
                         format="sktransfer: %(message)s")
     try:
         return args.run(args)
+    except Interrupted as stop:
+        _say(f"sktransfer: {stop}")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _say("sktransfer: interrupted before any row was embedded; nothing was written")
+        return EXIT_INTERRUPTED
     except CommandError as error:
-        print(f"sktransfer: error: {error}", file=sys.stderr)
+        _say(f"sktransfer: error: {error}")
         return EXIT_FAILURE
     except (ValueError, OSError, RuntimeError, ImportError) as error:
-        print(f"sktransfer: error: {type(error).__name__}: {error}", file=sys.stderr)
+        _say(f"sktransfer: error: {type(error).__name__}: {error}")
         return EXIT_FAILURE
+
+
+def _say(message: str) -> None:
+    """One message on standard error, whatever the bytes of the file names in it."""
+    print(printable(message), file=sys.stderr)
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not UTF-8 (held as surrogate escapes,
+    as ``os.fsdecode`` gives them) written as ``\\xNN``: safe to print and to store."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+        if any("\ud800" <= char <= "\udfff" for char in text) else text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--column", help="the table column to embed (tables only)")
     embed.add_argument("--kind", choices=("image", "text"),
                        help="what the column holds (default: guessed from its values)")
+    embed.add_argument("--encoding", default="utf-8",
+                       help="text encoding of a CSV table (default utf-8; e.g. latin-1)")
     embed.add_argument("--model", help="model name, folder or registered name")
     embed.add_argument("--weights", default="pretrained",
                        help="images: pretrained (default), random, or a checkpoint file")
@@ -81,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--target", required=True, help="the label column")
     report.add_argument("--column", required=True, help="the image-path or text column")
     report.add_argument("--kind", choices=("image", "text"))
+    report.add_argument("--encoding", default="utf-8",
+                        help="text encoding of a CSV table (default utf-8; e.g. latin-1)")
     report.add_argument("--model", help="model to evaluate (default: the embedder's default)")
     report.add_argument("--groups", help="column of groups for grouped cross-validation")
     report.add_argument("--cv", type=int, default=5)
@@ -106,7 +133,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _read_table(path: Path) -> Any:
+def _read_table(path: Path, encoding: str = "utf-8") -> Any:
+    import codecs
+
     import pandas as pd
 
     if not path.is_file():
@@ -114,7 +143,19 @@ def _read_table(path: Path) -> Any:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     if path.suffix in (".csv", ".tsv", ".txt") or path.name.endswith((".csv.gz", ".csv.bz2")):
-        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CommandError(f"--encoding {encoding!r} is not a text encoding Python "
+                               "knows (utf-8, latin-1, cp1252, ...)") from None
+        try:
+            return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",",
+                               encoding=encoding)
+        except UnicodeDecodeError as error:
+            raise CommandError(
+                f"{path} is not valid {encoding}: byte {error.object[error.start]:#04x} at "
+                f"position {error.start} cannot be decoded; give its encoding with "
+                "--encoding (latin-1 and cp1252 are common for older CSV files)") from None
     raise CommandError(f"{path}: expected a .csv, .tsv or .parquet table")
 
 
@@ -142,15 +183,16 @@ def _resolve_relative(paths: Any, table_path: Path) -> list[str]:
     return out
 
 
-def _collect_inputs(inputs: list[Path], column: str | None, kind: str | None
-                    ) -> tuple[list[Any], list[str], str]:
-    """(items, ids, kind) from a folder, files or a table."""
+def _collect_inputs(inputs: list[Path], column: str | None, kind: str | None,
+                    encoding: str = "utf-8") -> tuple[list[Any], list[str], str]:
+    """(items, ids, kind) from a folder, files or a table; ids are printable (a file name
+    that is not UTF-8 has its bytes escaped), items are the paths as the system gave them."""
     tables = [p for p in inputs if p.suffix in (".csv", ".tsv", ".parquet")
               or p.name.endswith((".csv.gz", ".csv.bz2"))]
     if tables:
         if len(inputs) != 1:
             raise CommandError("give either one table or image files/folders, not both")
-        table = _read_table(tables[0])
+        table = _read_table(tables[0], encoding)
         values = _column_items(table, column, tables[0])
         kind = kind or _guess_kind(values)
         items = (_resolve_relative(values, tables[0]) if kind == "image" else list(values))
@@ -172,7 +214,7 @@ def _collect_inputs(inputs: list[Path], column: str | None, kind: str | None
             files.append(path)
         else:
             raise CommandError(f"no such file or folder: {path}")
-    return [str(f) for f in files], [str(f) for f in files], "image"
+    return [str(f) for f in files], [printable(str(f)) for f in files], "image"
 
 
 def _embedder(kind: str, model: str | None, cache: Path | None, **image_options: Any) -> Any:
@@ -191,7 +233,7 @@ def _embedder(kind: str, model: str | None, cache: Path | None, **image_options:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    items, ids, kind = _collect_inputs(args.inputs, args.column, args.kind)
+    items, ids, kind = _collect_inputs(args.inputs, args.column, args.kind, args.encoding)
     if kind == "image" and args.on_error == "raise":  # otherwise bad rows are filled anyway
         _check_files(items)
     image_options = {"layer": args.layer, "pooling": args.pooling, "weights": args.weights}
@@ -204,8 +246,18 @@ def _embed(args: argparse.Namespace) -> int:
     writer = FeatureWriter(args.output, len(items), names,
                            with_errors=args.on_error != "raise")
     failed: dict[Any, Any] = {}
+    done = [0]
     try:
-        _embed_in_chunks(embedder, items, ids, writer, failed, progress=not args.no_progress)
+        try:
+            _embed_in_chunks(embedder, items, ids, writer, failed, done,
+                             progress=not args.no_progress)
+        except KeyboardInterrupt:
+            kept = (f"kept in the cache {printable(str(args.cache))}: the same command resumes "
+                    "from them" if args.cache else
+                    "not kept (--cache keeps finished rows for the next run)")
+            raise Interrupted(f"interrupted: {done[0]} of {len(items)} rows were finished and "
+                              f"are {kept}; nothing was written to "
+                              f"{printable(str(args.output))}") from None
         if failed and args.on_error == "raise":
             raise CommandError(_failures(failed, len(items), "could not be embedded; nothing "
                                          "was written (--on-error zeros or nan writes the "
@@ -221,43 +273,65 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _embed_in_chunks(embedder: Any, items: list[Any], ids: list[str], writer: FeatureWriter,
-                     failed: dict[Any, Any], *, progress: bool) -> None:
+                     failed: dict[Any, Any], done: list[int], *, progress: bool) -> None:
     """Embed and write a chunk of batches at a time: memory stays flat whatever the count,
-    and with --cache every finished batch is kept for a rerun."""
+    and with --cache every finished batch is kept for a rerun. ``done[0]`` counts the rows
+    finished (in the cache, or computed) as each batch ends."""
     chunk = embedder.batch_size * _BATCHES_PER_CHUNK
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(items), desc="embedding", unit="item")
-    for start in range(0, len(items), chunk):
-        rows = range(start, min(start + chunk, len(items)))
-        report: dict[Any, Any] = {}
-        vectors = embedder.embed_rows([items[row] for row in rows], rows, report=report)
-        failed.update(report)
-        writer.write(start, [ids[row] for row in rows], vectors,
-                     [report[row].problem if row in report else "" for row in rows])
+
+    def finished(n: int) -> None:
+        done[0] += n
         if bar is not None:
-            bar.update(len(rows))
-    if bar is not None:
-        bar.close()
+            bar.update(n)
+
+    try:
+        for start in range(0, len(items), chunk):
+            rows = range(start, min(start + chunk, len(items)))
+            report: dict[Any, Any] = {}
+            vectors = embedder.embed_rows([items[row] for row in rows], rows, report=report,
+                                          on_done=finished)
+            failed.update(report)
+            writer.write(start, [ids[row] for row in rows], vectors,
+                         [printable(report[row].problem) if row in report else ""
+                          for row in rows])
+            done[0] = rows.stop - len(failed)  # repeated samples count once per chunk
+            if bar is not None:
+                bar.update(rows.stop - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 _BATCHES_PER_CHUNK = 32
+_CHECK_WORKERS = 8  # file checks wait on the disk, not the CPU
 
 
 def _check_files(items: list[Any]) -> None:
-    """Every image file is checked (exists, regular, not empty, within the size limit)
-    before any work, and all bad ones are named at once."""
+    """Every image file is checked before any work (exists, regular, not empty, within the
+    size limit, with the header of an image format), and all bad ones are named at once
+    (the first 20, then a count). Damage past the header (a truncated file) shows while
+    embedding, where every such file is named too."""
     from sktransfer._decode import RowProblem, check_image_file
 
-    problems = {}
-    for row, item in enumerate(items):
-        if isinstance(item, str):
-            try:
-                check_image_file(item)
-            except RowProblem as problem:
-                problems[row] = problem
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem_of(item: Any) -> RowProblem | None:
+        try:
+            check_image_file(item)
+        except RowProblem as problem:
+            return problem
+        return None
+
+    rows = [row for row, item in enumerate(items) if isinstance(item, str)]
+    with ThreadPoolExecutor(_CHECK_WORKERS) as pool:
+        found = pool.map(problem_of, [items[row] for row in rows])
+        problems = {row: problem for row, problem in zip(rows, found, strict=True)
+                    if problem is not None}
     if problems:
         raise CommandError(_failures(problems, len(items), "cannot be read; nothing was "
                                      "embedded"))
@@ -289,7 +363,7 @@ def _models(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from sktransfer.diagnostics import transfer_report
 
-    table = _read_table(args.table)
+    table = _read_table(args.table, args.encoding)
     values = _column_items(table, args.column, args.table)
     if args.target not in table.columns:
         raise CommandError(f"target column {args.target!r} is not in {args.table}")

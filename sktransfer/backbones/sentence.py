@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from sktransfer.backbones import _hub
 from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._registry import get_backbone_spec, list_backbones
 from sktransfer.backbones._runtime import inference, load_once, weights_digest
+from sktransfer.exceptions import ModelUnavailableError
 
 
 def _local_hint() -> str:
@@ -60,8 +62,19 @@ class SentenceBackbone:
 
     def encode(self, texts: list[str], *, batch_size: int, normalize: bool,
                precision: str) -> np.ndarray:
+        """Embed texts (see :meth:`encode_batches`) into one float32 array."""
+        out = np.empty((len(texts), self.n_features), dtype=np.float32)
+        for positions, vectors in self.encode_batches(texts, batch_size=batch_size,
+                                                      normalize=normalize,
+                                                      precision=precision):
+            out[positions] = vectors
+        return out
+
+    def encode_batches(self, texts: list[str], *, batch_size: int, normalize: bool,
+                       precision: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Embed texts, each padded to a fixed bucket of its own length, so that its vector
-        does not depend on the other texts of its batch.
+        does not depend on the other texts of its batch; yields ``(positions, vectors)`` as
+        each forward batch finishes (a caller can store it at once).
 
         Measured on MiniLM in bfloat16: with the padded length fixed, a text's vector is
         bit-identical alone and in any batch; padded to the longest text of its batch (what
@@ -72,11 +85,12 @@ class SentenceBackbone:
         """
         model = self.model if normalize else self._without_normalize()
         model.eval()
-        out = np.empty((len(texts), self.n_features), dtype=np.float32)
         with inference(self.device, precision):
             features = tokenize(model, texts)
             if not _paddable(features):  # not a plain token model: its own encode
-                return self._encode_plainly(model, texts, batch_size, normalize)
+                yield np.arange(len(texts)), self._encode_plainly(model, texts, batch_size,
+                                                                   normalize)
+                return
             lengths = features["attention_mask"].sum(dim=1)
             widest = max(int(lengths.max()), model.max_seq_length or 0)
             buckets = torch.clamp((lengths + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE,
@@ -92,8 +106,7 @@ class SentenceBackbone:
                     vectors = model(batch)["sentence_embedding"].float()
                     if normalize:
                         vectors = torch.nn.functional.normalize(vectors, dim=1)
-                    out[chunk.numpy()] = vectors.cpu().numpy()
-        return out
+                    yield chunk.numpy(), vectors.cpu().numpy()
 
     @staticmethod
     def _pad_id(model: Any) -> int:
@@ -213,8 +226,14 @@ def _load(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:
         raise ValueError(f"{folder} is not a sentence-transformers model folder "
                          "(no modules.json or config.json)")
     with _quiet_transformers():
-        net = SentenceTransformer(str(folder), device=device,
-                                  trust_remote_code=trust_remote_code, local_files_only=True)
+        try:
+            net = SentenceTransformer(str(folder), device=device,
+                                      trust_remote_code=trust_remote_code, local_files_only=True)
+        except ModelUnavailableError:
+            raise
+        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError,
+                KeyError) as error:
+            raise ValueError(_unreadable_folder(folder, error)) from None
     net.eval()
     return SentenceBackbone(
         name=model,
@@ -224,6 +243,23 @@ def _load(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:
         device=device,
         source=str(folder.resolve()),
     )
+
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _unreadable_folder(folder: Path, error: BaseException) -> str:
+    """Why a sentence-transformers folder cannot be loaded, naming its weights file."""
+    files = [folder / name for name in _WEIGHT_FILES if (folder / name).is_file()]
+    named = ", ".join(f"{path} ({path.stat().st_size} bytes)" for path in files) or \
+        f"no {' or '.join(_WEIGHT_FILES)}"
+    lines = str(error).strip().splitlines()
+    cause = f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
+    if isinstance(error, pickle.UnpicklingError):
+        cause = ("a weights file holds more than tensors, and it is never unpickled "
+                 f"(torch.load(weights_only=True) refused it: {cause}); re-save the model "
+                 "with SentenceTransformer.save(), which writes safetensors")
+    return f"cannot load the sentence-transformers model in {folder} (weights: {named}): {cause}"
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sktransfer._images import check_preprocessing
+from sktransfer._images import check_input_size, check_preprocessing
 from sktransfer.backbones._checkpoint import (
     checkpoint_img_size,
     drop_head,
@@ -295,10 +295,11 @@ def _create(architecture: str, **kwargs: Any) -> Any:
         torch.manual_seed(_RANDOM_SEED)
         try:
             return timm.create_model(architecture, pretrained=False, **kwargs)
-        except TypeError as error:  # an argument the architecture does not take
+        except Exception as error:  # an argument the architecture does not take, or a value
+            # it cannot use (timm's asserts often carry no message: the type says what broke)
             args = {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}
             raise ValueError(f"timm cannot build {architecture!r} with model_args={args}: "
-                             f"{error}") from None
+                             f"{type(error).__name__}: {error}".rstrip(": ")) from error
 
 
 def _data_config(net: Any, kwargs: dict[str, Any],
@@ -315,6 +316,8 @@ def _data_config(net: Any, kwargs: dict[str, Any],
         if key == "input_size":
             value = (3, *_pair(value[-2:] if len(value) == 3 else value))
         config[key] = tuple(value) if isinstance(value, list) else value
+    check_input_size(config, "preprocessing" if {"input_size", "crop_pct"} & set(preprocessing)
+                     else "the model's configuration (model_args, config.json)")
     patch_embed = getattr(net, "patch_embed", None)
     if (getattr(patch_embed, "strict_img_size", False) and not getattr(
             net, "dynamic_img_size", False)
