@@ -86,6 +86,8 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         backbone = self._get_backbone()
         self.n_features_out_ = self._n_features(backbone)
         self.weights_digest_ = backbone.digest
+        plan = self._plan(backbone)
+        self.precision_ = getattr(plan, "precision", plan)  # an image plan says more
         self._record_fit(backbone)
         record_provenance(self, backbone)
         return self

@@ -97,13 +97,13 @@ class FineTuning(BaseEstimator):
 
         self._validate_params()
         items, encoded = self._targets(X, y)
+        weights = self._class_weights(encoded)
         train_rows, val_rows = self._split(encoded)
         device = resolve_device(self.device)
         backbone = self._backbone()
         self._remember(backbone)
         self._check(items)  # every bad row fails here, before any training
         record_provenance(self, backbone)
-        weights = self._class_weights(encoded)
         seed = 0 if self.random_state is None else self.random_state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -330,7 +330,8 @@ class FineTunedClassifier(ClassifierMixin, FineTuning):
         return self._outputs(items, np.arange(len(items)), features=False)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # first: an unfitted estimator has no classes_
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class FineTunedEmbedder(TransformerMixin, FineTuning):

@@ -73,7 +73,8 @@ def check_input_size(data_config: dict[str, Any], source: str) -> None:
     if max(height, width) > MAX_INPUT_SIDE or resized > 2 * MAX_INPUT_SIDE:
         raise ValueError(f"{source} gives input_size=(3, {height}, {width}) with crop_pct="
                          f"{crop_pct} (a {resized} px resize): more than {MAX_INPUT_SIDE} px "
-                         "per side would exhaust memory; choose a smaller input_size")
+                         "per side would exhaust memory; choose a smaller input_size or a "
+                         "larger crop_pct")
 
 
 

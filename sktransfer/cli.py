@@ -316,9 +316,9 @@ def _check_files(items: list[Any]) -> None:
     size limit, with the header of an image format), and all bad ones are named at once
     (the first 20, then a count). Damage past the header (a truncated file) shows while
     embedding, where every such file is named too."""
-    from sktransfer._decode import RowProblem, check_image_file
-
     from concurrent.futures import ThreadPoolExecutor
+
+    from sktransfer._decode import RowProblem, check_image_file
 
     def problem_of(item: Any) -> RowProblem | None:
         try:

@@ -1,9 +1,11 @@
 """Mixed DataFrames in one call: image-path, text, numeric and categorical columns.
 
 :func:`make_embedding_transformer` looks at a DataFrame's columns and builds the
-``ColumnTransformer`` an experienced user would write by hand: an :class:`ImageEmbedder` per
-image column (rows without an image become zeros plus a ``missing`` indicator), a
-:class:`TextEmbedder` per text column, scaling for numbers and one-hot encoding for categories.
+``ColumnTransformer`` an experienced user would write by hand, for a table as it comes, gaps
+included: an :class:`ImageEmbedder` per image column and a :class:`TextEmbedder` per text
+column (a row without an image or a text gets zeros plus a ``missing`` indicator), median
+imputation with a missing indicator and scaling for numbers, and one-hot encoding for
+categories (a missing category is a category of its own).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ _MAX_CATEGORIES = 50
 class WithMissingIndicator(TransformerMixin, BaseEstimator):
     """Embed the rows that have a sample; give rows without one zeros and an indicator.
 
-    Missing means None, NaN or pandas.NA. Rows that *have* a sample that cannot be read still
-    follow the wrapped embedder's ``on_error``.
+    Missing means None, NaN, pandas.NA, or a string that is empty or only white space (an
+    empty cell of a table). Rows that *have* a sample that cannot be read still follow the
+    wrapped embedder's ``on_error``.
 
     Parameters
     ----------
@@ -81,7 +84,9 @@ class WithMissingIndicator(TransformerMixin, BaseEstimator):
     @staticmethod
     def _split(X: Any) -> tuple[list[Any], np.ndarray]:
         items = list(as_sequence(X, "samples"))
-        return items, np.array([not is_missing(item) for item in items], dtype=bool)
+        return items, np.array([not (is_missing(item) or (isinstance(item, str)
+                                                          and not item.strip()))
+                                for item in items], dtype=bool)
 
 
 @validate_params(
@@ -110,6 +115,13 @@ def make_embedding_transformer(
     files are image paths; other strings with several words on average are text; strings with
     few distinct values, booleans and categories are categorical; numbers are numeric.
     Everything else is dropped.
+
+    A table is taken as it comes, with gaps: a missing image or text (None, NaN, an empty
+    cell) gives zeros plus a ``{column}__missing`` indicator (:class:`WithMissingIndicator`);
+    a missing number is imputed with the column's median, plus a
+    ``{column}__missingindicator_{column}`` indicator when the data it is fitted on has gaps
+    there; a missing category is one-hot encoded as a category of its own. A sample that is
+    present but broken (an unreadable image file) still follows the embedder's ``on_error``.
 
     Parameters
     ----------
@@ -141,6 +153,8 @@ def make_embedding_transformer(
     ((2, 387), ['review__textembedder0', 'year__year', 'genre__genre_comedy', 'genre__genre_drama'])
     """
     from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from sktransfer.image import ImageEmbedder
@@ -154,9 +168,11 @@ def make_embedding_transformer(
     for column in roles["image"]:
         transformers.append((column, WithMissingIndicator(clone(image_embedder)), column))
     for column in roles["text"]:
-        transformers.append((column, clone(text_embedder), column))
+        transformers.append((column, WithMissingIndicator(clone(text_embedder)), column))
     for column in roles["numeric"]:
-        transformers.append((column, StandardScaler(), [column]))
+        transformers.append((column, make_pipeline(
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            StandardScaler()), [column]))
     for column in roles["categorical"]:
         transformers.append((column, OneHotEncoder(handle_unknown="ignore",
                                                    sparse_output=False), [column]))

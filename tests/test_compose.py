@@ -35,18 +35,23 @@ def tiny_image():
 
 def test_columns_are_assigned_by_content(frame):
     columns = make_embedding_transformer(frame, image_embedder=tiny_image())
-    roles = {name: type(t).__name__ for name, t, _ in columns.transformers}
-    assert roles == {"photo": "WithMissingIndicator", "caption": "TextEmbedder",
-                     "price": "StandardScaler", "colour": "OneHotEncoder",
+    roles = {name: type(getattr(t, "embedder", t)).__name__ if not hasattr(t, "steps")
+             else "+".join(type(step).__name__ for _, step in t.steps)
+             for name, t, _ in columns.transformers}
+    assert roles == {"photo": "ImageEmbedder", "caption": "TextEmbedder",
+                     "price": "SimpleImputer+StandardScaler", "colour": "OneHotEncoder",
                      "flag": "OneHotEncoder"}  # the datetime column is dropped
+    assert all(type(t).__name__ == "WithMissingIndicator" for name, t, _ in
+               columns.transformers if name in ("photo", "caption"))
 
 
 def test_output_names_and_pandas(frame):
     columns = make_embedding_transformer(frame, image_embedder=tiny_image())
     out = columns.set_output(transform="pandas").fit_transform(frame)
-    assert out.shape == (6, 257 + 384 + 1 + 2 + 2)
+    assert out.shape == (6, 257 + 385 + 1 + 2 + 2)
     assert out.columns[0] == "photo__imageembedder0"
     assert "photo__missing" in out.columns and "caption__textembedder383" in out.columns
+    assert "caption__missing" in out.columns
     assert {"price__price", "colour__colour_red", "flag__flag_True"} <= set(out.columns)
 
 
@@ -74,8 +79,9 @@ def test_explicit_roles_and_errors(frame):
     columns = make_embedding_transformer(frame, text_columns=["colour"],
                                          numeric_columns=["flag"],
                                          image_embedder=tiny_image())
-    roles = {name: type(t).__name__ for name, t, _ in columns.transformers}
-    assert roles["colour"] == "TextEmbedder" and roles["flag"] == "StandardScaler"
+    roles = {name: t for name, t, _ in columns.transformers}
+    assert type(roles["colour"].embedder).__name__ == "TextEmbedder"
+    assert type(roles["flag"][-1]).__name__ == "StandardScaler"
     with pytest.raises(ValueError, match="not in the frame"):
         make_embedding_transformer(frame, image_columns=["nope"])
     with pytest.raises(ValueError, match="found no"):

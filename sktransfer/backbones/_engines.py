@@ -4,7 +4,7 @@ Measured on 2-core CPUs (docs/performance.md): small depthwise networks (Efficie
 MobileNet) are memory-bound, and ONNX Runtime float32 runs them 2.5-5x faster than eager
 float32, well ahead of bfloat16; larger networks (ResNet-50, ConvNeXt, ViT) gain most from
 bfloat16 + channels_last where the CPU has native bfloat16, and from ONNX Runtime where it has
-not. ``backend="auto"`` follows that rule (:func:`resolve_execution`).
+not. ``backend="auto"`` follows that rule (:func:`plan_execution`).
 
 ONNX graphs are exported once per (weights, layers, pooling, input size, torch version) and kept
 under :func:`sktransfer.backbones._runtime.cache_home` (written atomically); each new session is
@@ -13,6 +13,7 @@ checked against the eager float32 model before it is used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -29,6 +30,7 @@ import numpy as np
 
 from sktransfer.backbones._runtime import (
     cache_home,
+    faithful_precision,
     inference,
     resolve_precision,
     resolve_threads,
@@ -79,6 +81,8 @@ def plan_execution(backbone: Any, backend: str, precision: str, n_threads: int |
     threads = resolve_threads(n_threads)
     resolved = resolve_precision(precision, backbone.device)
     on_cpu = backbone.device == "cpu"
+    # A reduced precision that will run is checked for this model (once) before it is used.
+    faithful = functools.partial(faithful_precision, backbone, precision)
     if backend == "onnxruntime":
         if not on_cpu:
             raise ValueError("backend='onnxruntime' runs on the CPU; use device='cpu' or "
@@ -91,7 +95,7 @@ def plan_execution(backbone: Any, backend: str, precision: str, n_threads: int |
                               "pip install onnxruntime onnx")
         return Execution("onnxruntime", "float32", threads)
     if backend != "auto":
-        return Execution(backend, resolved, threads)
+        return Execution(backend, faithful(resolved), threads)
     wants_onnx = (
         on_cpu
         and precision in ("auto", "float32")
@@ -102,7 +106,7 @@ def plan_execution(backbone: Any, backend: str, precision: str, n_threads: int |
     )
     if wants_onnx:
         return Execution("onnxruntime", "float32", threads, fallback=resolved)
-    return Execution("torch", resolved, threads)
+    return Execution("torch", faithful(resolved), threads)
 
 
 def open_engine(backbone: Any, execution: Execution, layers: tuple[int | None, ...],
@@ -118,7 +122,10 @@ def open_engine(backbone: Any, execution: Execution, layers: tuple[int | None, .
         except RuntimeError:
             if execution.fallback is None:
                 raise
-            execution = Execution("torch", execution.fallback, execution.threads)
+            # a fallback exists under precision="auto" only, so its precision is checked too
+            execution = Execution("torch", faithful_precision(backbone, "auto",
+                                                              execution.fallback),
+                                  execution.threads)
     if execution.backend == "compile":
         return _engine(backbone, ("compile", layers, pooling, execution, batch_size),
                        lambda: _CompiledEngine(backbone, layers, pooling, execution,

@@ -16,7 +16,7 @@ import torch
 from sktransfer.backbones import _hub
 from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._registry import get_backbone_spec, list_backbones
-from sktransfer.backbones._runtime import inference, load_once, weights_digest
+from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
 from sktransfer.exceptions import ModelUnavailableError
 
 
@@ -42,7 +42,17 @@ class SentenceBackbone:
     device: str
     source: str = ""
 
+    precision_checks: dict[str, float] = field(default_factory=dict, repr=False)
     _unnormalized: Any = field(default=None, repr=False)
+
+    modality = "text"
+
+    def precision_cosine(self, precision: str) -> float:
+        """The smallest cosine between this model's embeddings of ``PROBE_TEXTS`` at
+        ``precision`` and at float32."""
+        options = {"batch_size": len(PROBE_TEXTS), "normalize": True}
+        return min_cosine(self.encode(PROBE_TEXTS, precision="float32", **options),
+                          self.encode(PROBE_TEXTS, precision=precision, **options))
 
     @property
     def n_features(self) -> int:
@@ -152,6 +162,20 @@ class SentenceBackbone:
 
 
 PAD_MULTIPLE = 8  # bucket width in tokens: at most 7 padding tokens per text
+# What a model's reduced precision is checked on: short and long, several languages, digits
+# and symbols, the kinds of text that part precisions first.
+PROBE_TEXTS = [
+    "A gripping, tender film.",
+    "Dull and far too long.",
+    "ok",
+    "The cinematography is stunning, but the plot meanders through two hours of cliches, "
+    "and the ending, which should have been the emotional payoff, lands with a thud; even "
+    "the fine supporting cast cannot rescue a script this tired.",
+    "Battery lasts 2-3 days; charger (USB-C, 65 W) sold separately. 4/5 stars.",
+    "Ein wunderbarer Film über Freundschaft.",
+    "Le service était lent, mais la cuisine excellente.",
+    "What a waste of a great cast!!!",
+]
 
 
 def tokenize(model: Any, texts: list[str]) -> dict[str, Any]:

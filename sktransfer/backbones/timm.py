@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from sktransfer._images import check_input_size, check_preprocessing
+from sktransfer._images import Preprocessor, check_input_size, check_preprocessing
 from sktransfer.backbones._checkpoint import (
     checkpoint_img_size,
     drop_head,
@@ -24,7 +25,7 @@ from sktransfer.backbones._checkpoint import (
     read_checkpoint,
 )
 from sktransfer.backbones._contract import Layers, Trainable
-from sktransfer.backbones._runtime import load_once, weights_digest
+from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
 from sktransfer.backbones._timm_sources import check_architecture, find_origin
 
 logger = logging.getLogger("sktransfer")
@@ -47,6 +48,27 @@ class TimmBackbone:
     model_args: dict[str, Any] = field(default_factory=dict)  # given to timm.create_model
     _gmacs: float | None = field(default=None, repr=False)
     engines: dict[Any, Any] = field(default_factory=dict, repr=False)
+    precision_checks: dict[str, float] = field(default_factory=dict, repr=False)
+
+    modality = "image"
+
+    def precision_cosine(self, precision: str) -> float:
+        """The smallest cosine between this model's pooled features of real photos (the
+        ones scikit-learn ships), preprocessed as the model's own, at ``precision`` and at
+        float32."""
+        from sklearn.datasets import load_sample_images
+
+        from sktransfer._decode import array_to_image
+
+        preprocess = Preprocessor(self.data_config)
+        x = torch.from_numpy(np.stack([preprocess(array_to_image(photo))
+                                       for photo in load_sample_images().images]))
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        outputs = []
+        for each in ("float32", precision):
+            with inference(self.device, each):
+                outputs.append(self.features(x, (None,), "avg").float().cpu().numpy())
+        return min_cosine(*outputs)
 
     @property
     def n_layers(self) -> int:
