@@ -170,9 +170,12 @@ def make_embedding_transformer(
     for column in roles["text"]:
         transformers.append((column, WithMissingIndicator(clone(text_embedder)), column))
     for column in roles["numeric"]:
+        # scaled first (StandardScaler skips NaN and passes it on), then imputed: the
+        # indicator stays 0/1
         transformers.append((column, make_pipeline(
-            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-            StandardScaler()), [column]))
+            StandardScaler(),
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+            [column]))
     for column in roles["categorical"]:
         transformers.append((column, OneHotEncoder(handle_unknown="ignore",
                                                    sparse_output=False), [column]))

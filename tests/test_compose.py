@@ -39,7 +39,7 @@ def test_columns_are_assigned_by_content(frame):
              else "+".join(type(step).__name__ for _, step in t.steps)
              for name, t, _ in columns.transformers}
     assert roles == {"photo": "ImageEmbedder", "caption": "TextEmbedder",
-                     "price": "SimpleImputer+StandardScaler", "colour": "OneHotEncoder",
+                     "price": "StandardScaler+SimpleImputer", "colour": "OneHotEncoder",
                      "flag": "OneHotEncoder"}  # the datetime column is dropped
     assert all(type(t).__name__ == "WithMissingIndicator" for name, t, _ in
                columns.transformers if name in ("photo", "caption"))
@@ -81,7 +81,7 @@ def test_explicit_roles_and_errors(frame):
                                          image_embedder=tiny_image())
     roles = {name: t for name, t, _ in columns.transformers}
     assert type(roles["colour"].embedder).__name__ == "TextEmbedder"
-    assert type(roles["flag"][-1]).__name__ == "StandardScaler"
+    assert type(roles["flag"][0]).__name__ == "StandardScaler"
     with pytest.raises(ValueError, match="not in the frame"):
         make_embedding_transformer(frame, image_columns=["nope"])
     with pytest.raises(ValueError, match="found no"):
