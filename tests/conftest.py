@@ -24,6 +24,18 @@ TINY_CNN = "test_efficientnet"
 TINY_VIT = "test_vit"
 
 
+def pytest_configure(config):
+    """Property-based tests (marked ``fuzz``) try a bounded number of examples in the default
+    run, and many more when the run selects them with ``-m fuzz``."""
+    from hypothesis import settings
+
+    settings.register_profile("default-run", max_examples=20, derandomize=True)
+    settings.register_profile("fuzz", max_examples=500)
+    selected = config.getoption("markexpr", "") or ""
+    settings.load_profile("fuzz" if "fuzz" in selected and "not fuzz" not in selected
+                          else "default-run")
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Any attempt to open a socket to the outside world fails the test at once."""

@@ -281,6 +281,10 @@ def _load(model: str, weights: str, device: str, model_args: dict[str, Any],
     if license is not None and weights != "random":
         license_ = license
     kwargs = {**origin.kwargs, **model_args}
+    if kwargs.get("in_chans", 3) != 3:  # the image pipeline gives every network RGB
+        raise ValueError(f"model_args in_chans={kwargs['in_chans']!r}: sktransfer feeds every "
+                         "image as RGB (grey ones converted), so the network must take 3 "
+                         "input channels; leave in_chans out")
     net = _create(origin.architecture, **kwargs)
     trained_at = None if state is None or "img_size" in kwargs else \
         checkpoint_img_size(net, state)
