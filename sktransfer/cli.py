@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"sktransfer: {stop}")
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        _say("sktransfer: interrupted before any row was embedded; nothing was written")
+        _say("sktransfer: interrupted; nothing was written")
         return EXIT_INTERRUPTED
     except CommandError as error:
         _say(f"sktransfer: error: {error}")

@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 
+def describe(error: BaseException) -> str:
+    """``Type: first line of its message`` (``Type`` alone when it has none): how an error
+    from a library is quoted inside one of ours, which names the file or parameter.
+
+    Examples
+    --------
+    >>> describe(EOFError()), describe(ValueError("bad value\\nmore detail"))
+    ('EOFError', 'ValueError: bad value')
+    """
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 class InputError(ValueError):
     """One row of the input cannot be embedded.
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sktransfer.exceptions import WeightsReinterpretedWarning
+from sktransfer.exceptions import WeightsReinterpretedWarning, describe
 
 logger = logging.getLogger("sktransfer")
 
@@ -69,19 +69,14 @@ def load_torch_file(path: Path) -> Any:
     except pickle.UnpicklingError as error:
         raise ValueError(
             f"{path} holds more than tensors, and sktransfer never unpickles arbitrary objects "
-            f"(torch.load(weights_only=True) refused it: {_first_line(error)}). "
+            f"(torch.load(weights_only=True) refused it: {describe(error)}). "
             "Re-save it with torch.save(model.state_dict(), ...) or as safetensors."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise ValueError(
             f"{path} ({path.stat().st_size} bytes) is not a readable torch checkpoint: it may "
             f"be truncated (an interrupted download or copy) or another kind of file "
-            f"({type(error).__name__}: {_first_line(error)})") from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else "no message"
+            f"({describe(error)})") from None
 
 
 def drop_head(net: Any) -> set[str]:

@@ -17,7 +17,7 @@ from sktransfer.backbones import _hub
 from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._registry import get_backbone_spec, list_backbones
 from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
-from sktransfer.exceptions import ModelUnavailableError
+from sktransfer.exceptions import ModelUnavailableError, describe
 
 
 def _local_hint() -> str:
@@ -277,8 +277,7 @@ def _unreadable_folder(folder: Path, error: BaseException) -> str:
     files = [folder / name for name in _WEIGHT_FILES if (folder / name).is_file()]
     named = ", ".join(f"{path} ({path.stat().st_size} bytes)" for path in files) or \
         f"no {' or '.join(_WEIGHT_FILES)}"
-    lines = str(error).strip().splitlines()
-    cause = f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
+    cause = describe(error)
     if isinstance(error, pickle.UnpicklingError):
         cause = ("a weights file holds more than tensors, and it is never unpickled "
                  f"(torch.load(weights_only=True) refused it: {cause}); re-save the model "

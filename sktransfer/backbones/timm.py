@@ -27,6 +27,7 @@ from sktransfer.backbones._checkpoint import (
 from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
 from sktransfer.backbones._timm_sources import check_architecture, find_origin
+from sktransfer.exceptions import describe
 
 logger = logging.getLogger("sktransfer")
 
@@ -325,7 +326,7 @@ def _create(architecture: str, **kwargs: Any) -> Any:
             # it cannot use (timm's asserts often carry no message: the type says what broke)
             args = {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}
             raise ValueError(f"timm cannot build {architecture!r} with model_args={args}: "
-                             f"{type(error).__name__}: {error}".rstrip(": ")) from error
+                             f"{describe(error)}") from error
 
 
 def _data_config(net: Any, kwargs: dict[str, Any],
