@@ -28,7 +28,8 @@ SECTIONS = {
     "Errors and warnings": ["sktransfer.InputError", "sktransfer.ModelUnavailableError",
                             "sktransfer.WeightsMismatchError", "sktransfer.NonFiniteOutputError",
                             "sktransfer.CacheError", "sktransfer.EmbeddingWarning",
-                            "sktransfer.LicenseWarning", "sktransfer.WeightsReinterpretedWarning"],
+                            "sktransfer.TrainingDivergedError", "sktransfer.LicenseWarning",
+                            "sktransfer.WeightsReinterpretedWarning"],
 }
 
 
