@@ -149,8 +149,8 @@ def make_embedding_transformer(
     ...     "year": [2001, 2015], "genre": ["drama", "comedy"]})
     >>> columns = make_embedding_transformer(frame).set_output(transform="pandas")
     >>> out = columns.fit_transform(frame)
-    >>> out.shape, list(out.columns[[0, -3, -2, -1]])
-    ((2, 387), ['review__textembedder0', 'year__year', 'genre__genre_comedy', 'genre__genre_drama'])
+    >>> out.shape, list(out.columns[[0, -4, -3, -2]])
+    ((2, 388), ['review__textembedder0', 'review__missing', 'year__year', 'genre__genre_comedy'])
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer

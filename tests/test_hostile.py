@@ -288,8 +288,12 @@ def test_errors_from_a_dataframe_name_the_column(tmp_path):
     with pytest.raises(InputError, match=r"^row 1, column 'photo': file not found"):
         columns.fit_transform(frame)
     text_only = frame.drop(columns="photo")
-    with pytest.raises(InputError, match=r"^row 2, column 'review': empty text"):
-        make_embedding_transformer(text_only, text_columns=["review"]).fit_transform(text_only)
+    # In a table, a blank cell is a gap: zeros and the indicator, as for None (issue #24) ...
+    out = make_embedding_transformer(text_only, text_columns=["review"]).set_output(
+        transform="pandas").fit_transform(text_only)
+    assert out["review__missing"].tolist() == [0.0, 0.0, 1.0]
+    assert not out.filter(like="review__textembedder").iloc[2].any()
+    # ... while an embedder given a blank text on its own names the row and column.
     with pytest.raises(InputError, match=r"^row 2, column 'review': empty text"):
         TextEmbedder().fit_transform(frame[["review"]])
 
