@@ -2,7 +2,8 @@
 # The project's commands. Each one creates the environment (.venv) first when it is missing
 # or out of date, so a fresh machine needs nothing but python3.
 #   ./run.sh demo   ELPV: pretrained features vs random weights vs raw pixels (a few minutes)
-#   ./run.sh lint   ruff check on the package, tests, examples, benchmarks and docs
+#   ./run.sh lint   ruff check on the package, tests, examples, benchmarks and docs; then
+#                   lint-imports, the layer contract in pyproject.toml
 #   ./run.sh test   the whole test suite (extra arguments go to pytest)
 #   ./run.sh setup  only create or update the environment
 set -euo pipefail
@@ -35,7 +36,9 @@ command=${1:-}
 case "$command" in
     setup) setup ;;
     demo) setup; exec "$VENV/bin/python" examples/elpv_transfer.py "$@" ;;
-    lint) setup; exec "$VENV/bin/python" -m ruff check sktransfer tests examples benchmarks docs ;;
+    lint) setup
+          "$VENV/bin/python" -m ruff check sktransfer tests examples benchmarks docs
+          exec "$VENV/bin/lint-imports" ;;
     test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
     *) echo "usage: ./run.sh {demo|lint|test|setup} [args]" >&2; exit 2 ;;
 esac

@@ -24,6 +24,20 @@ TINY_CNN = "test_efficientnet"
 TINY_VIT = "test_vit"
 
 
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker process gets its share of the cores for torch (and so
+    for ONNX Runtime and the decode threads, which follow torch's setting), instead of every
+    worker using them all."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_the_cores_between_workers()
+
+
 def pytest_configure(config):
     """Property-based tests (marked ``fuzz``) try a bounded number of examples in the default
     run, and many more when the run selects them with ``-m fuzz``."""
