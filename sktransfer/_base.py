@@ -31,6 +31,10 @@ from sktransfer.exceptions import (
     WeightsMismatchError,
 )
 
+# Work is grouped in chunks of this many batches: texts are bucketed by length within one, and
+# the command line writes its output one at a time (memory stays flat whatever the count).
+BATCHES_PER_CHUNK = 32
+
 # Bump when a change to sktransfer changes the vectors it computes: old cache entries then
 # live in other spaces and are never returned.
 FEATURES_VERSION = 1

@@ -1,7 +1,9 @@
 """Decoding one image item (path, bytes, PIL image, array) into 8-bit RGB, and content keys.
 
-Used by the image pipeline (:mod:`sktransfer._images`) only. Every problem with one item is
-raised as :class:`RowProblem`; the pipeline names the row.
+Decoding serves the image pipeline (:mod:`sktransfer._images`) and the pixel baselines of the
+diagnostics; content keys serve the embedders' cache lookups; ``check_image_file`` serves the
+command line's check of every file before any work. Every problem with one item is raised as
+:class:`RowProblem`, and its caller names the row.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ classifiers and embedders of :mod:`sktransfer.finetune`.
 
 from __future__ import annotations
 
-import os
 from numbers import Integral
 from typing import Any, ClassVar
 
@@ -13,9 +12,8 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from sktransfer._finetune import FineTuning
-from sktransfer._images import Preprocessor, image_batches
-from sktransfer._input import image_items, text_items, text_problem
-from sktransfer.exceptions import InputError
+from sktransfer._images import Preprocessor, decode_workers, image_batches
+from sktransfer._input import image_items, text_items, text_row_errors
 
 N_COMPONENTS = {"n_components": [None, Interval(Integral, 1, None, closed="left")]}
 
@@ -71,8 +69,7 @@ class ImageData:
 
         for batch in image_batches(items, range(len(items)), Preprocessor(self.data_config_),
                                    batch_size=self.batch_size, order=order, rng=rng,
-                                   workers=max(1, min(resolve_threads(None),
-                                                      os.cpu_count() or 1))):
+                                   workers=decode_workers(resolve_threads(None))):
             yield batch.positions, batch.pixels.to(device)
 
 
@@ -96,10 +93,9 @@ class TextData:
         return self._backbone().trainable(n_classes, max_length=self.max_length)
 
     def _check(self, items: list[Any]) -> None:
-        for row, text in enumerate(items):
-            problem = text_problem(text)
-            if problem:
-                raise InputError(row, problem)
+        errors = text_row_errors(items, range(len(items)))
+        if errors:
+            raise next(iter(errors.values()))
 
     def _batches(self, items: list[Any], order: Any, rng: Any, device: str) -> Any:
         for start in range(0, len(order), self.batch_size):

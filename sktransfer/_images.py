@@ -10,6 +10,7 @@ the row in :func:`decoded_batches`, the one place that does so.
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,12 @@ def check_preprocessing(preprocessing: dict[str, Any] | None) -> None:
             raise ValueError(f"preprocessing input_size={tuple(value)!r} is larger than "
                              f"{MAX_INPUT_SIDE} px per side, which would exhaust memory "
                              "(a network's input is float32 for every image of a batch)")
+
+
+def decode_workers(threads: int) -> int:
+    """Threads that decode and preprocess images beside a forward pass running on
+    ``threads`` threads: as many, and no more than the machine's cores."""
+    return max(1, min(threads, os.cpu_count() or 1))
 
 
 def check_input_size(data_config: dict[str, Any], source: str) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from sktransfer.exceptions import InputError
+
 
 def as_sequence(X: Any, what: str) -> Sequence[Any]:
     """X as a list-like of samples: lists, 1-D arrays, pandas/polars Series or one-column frames.
@@ -94,6 +96,24 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, float):
         return math.isnan(value)
     return type(value).__name__ in ("NAType", "NaTType")
+
+
+def text_row_errors(texts: Sequence[Any], rows: Sequence[Any]) -> dict[int, InputError]:
+    """Position -> :class:`InputError` (naming ``rows[position]``) for every text that cannot
+    be embedded (see :func:`text_problem`).
+
+    Examples
+    --------
+    >>> {position: str(error)
+    ...  for position, error in text_row_errors(["a fine film", None, " "], [10, 11, 12]).items()}
+    {1: 'row 11: missing text (None/NaN)', 2: 'row 12: empty text'}
+    """
+    errors = {}
+    for position, text in enumerate(texts):
+        problem = text_problem(text)
+        if problem is not None:
+            errors[position] = InputError(rows[position], problem)
+    return errors
 
 
 def text_problem(text: Any) -> str | None:

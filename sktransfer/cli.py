@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sktransfer._base import BATCHES_PER_CHUNK
 from sktransfer._cli_output import FeatureWriter
-from sktransfer.compose import IMAGE_SUFFIX
+from sktransfer.compose import IMAGE_SUFFIX, looks_like_image_paths
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -169,8 +170,7 @@ def _column_items(table: Any, column: str | None, source: Path) -> Any:
 
 
 def _guess_kind(values: Any) -> str:
-    strings = [v for v in list(values)[:200] if isinstance(v, str)]
-    return "image" if strings and all(IMAGE_SUFFIX.search(v) for v in strings) else "text"
+    return "image" if looks_like_image_paths(values) else "text"
 
 
 def _resolve_relative(paths: Any, table_path: Path) -> list[str]:
@@ -277,7 +277,7 @@ def _embed_in_chunks(embedder: Any, items: list[Any], ids: list[str], writer: Fe
     """Embed and write a chunk of batches at a time: memory stays flat whatever the count,
     and with --cache every finished batch is kept for a rerun. ``done[0]`` counts the rows
     finished (in the cache, or computed) as each batch ends."""
-    chunk = embedder.batch_size * _BATCHES_PER_CHUNK
+    chunk = embedder.batch_size * BATCHES_PER_CHUNK
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -307,7 +307,6 @@ def _embed_in_chunks(embedder: Any, items: list[Any], ids: list[str], writer: Fe
             bar.close()
 
 
-_BATCHES_PER_CHUNK = 32
 _CHECK_WORKERS = 8  # file checks wait on the disk, not the CPU
 
 

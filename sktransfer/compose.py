@@ -10,6 +10,7 @@ categories (a missing category is a category of its own).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from typing import Any
@@ -209,11 +210,23 @@ def _column_roles(frame: Any, image: Any, text: Any, numeric: Any,
     return given
 
 
+def looks_like_image_paths(values: Any) -> bool:
+    """Whether the strings among the first 200 values all end like image files.
+
+    Examples
+    --------
+    >>> looks_like_image_paths(["a.jpg", "b.PNG", None]), looks_like_image_paths(["a fine film"])
+    (True, False)
+    """
+    strings = [v for v in itertools.islice(values, 200) if isinstance(v, str)]
+    return bool(strings) and all(IMAGE_SUFFIX.search(v.strip()) for v in strings)
+
+
 def _string_role(values: Any) -> str | None:
     strings = [v for v in values.head(200) if isinstance(v, str)]
     if not strings:
         return None
-    if all(IMAGE_SUFFIX.search(v.strip()) for v in strings):
+    if looks_like_image_paths(strings):
         return "image"
     if np.mean([len(v.split()) for v in strings]) > _TEXT_MIN_WORDS:
         return "text"

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 from sktransfer._finetune import FineTunedClassifier, FineTunedEmbedder
 from sktransfer._finetune_data import N_COMPONENTS, ImageData, TextData
+from sktransfer.image import DEFAULT_IMAGE_MODEL
+from sktransfer.text import DEFAULT_TEXT_MODEL
 
 __all__ = ["FineTunedImageClassifier", "FineTunedImageEmbedder", "FineTunedTextClassifier",
            "FineTunedTextEmbedder"]
@@ -39,7 +41,9 @@ class FineTunedImageClassifier(ImageData, FineTunedClassifier):
         Training epochs after the linear probe (0: the probe alone).
     head_init : {"probe", "random"}, default="probe"
         ``"probe"``: the head starts as a logistic regression fitted exactly on the frozen
-        features (standardised; ``C`` chosen by validation log-loss from 1e-3 to 10).
+        features, raw or standardised and with ``C`` from 1e-3 to 100, whichever has the best
+        5-fold cross-validated log-loss on the training split (class-weighted as
+        ``class_weight`` says).
         ``"random"``: timm's initialisation.
     head_epochs : int, default=0
         Training epochs of the head alone before any backbone group is unfrozen.
@@ -128,7 +132,7 @@ class FineTunedImageClassifier(ImageData, FineTunedClassifier):
     ([0, 1, 0, 1], 3)
     """
 
-    def __init__(self, model: str = "tf_efficientnet_lite0.packaged", *,
+    def __init__(self, model: str = DEFAULT_IMAGE_MODEL, *,
                  weights: str = "pretrained", model_args: dict[str, Any] | None = None,
                  preprocessing: dict[str, Any] | None = None,
                  weights_license: str | None = None, max_epochs: int = 8,
@@ -212,7 +216,7 @@ class FineTunedImageEmbedder(ImageData, FineTunedEmbedder):
     _parameter_constraints: ClassVar[dict] = {**ImageData._parameter_constraints,
                                               **N_COMPONENTS}
 
-    def __init__(self, model: str = "tf_efficientnet_lite0.packaged", *,
+    def __init__(self, model: str = DEFAULT_IMAGE_MODEL, *,
                  n_components: int | None = None, weights: str = "pretrained",
                  model_args: dict[str, Any] | None = None,
                  preprocessing: dict[str, Any] | None = None,
@@ -276,7 +280,7 @@ class FineTunedTextClassifier(TextData, FineTunedClassifier):
     [1, 0]
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", *, max_epochs: int = 8,
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, *, max_epochs: int = 8,
                  head_init: str = "probe", head_epochs: int = 0, unfreeze_every: int = 1,
                  unfreeze_depth: int | None = None, lr: float = 1e-4,
                  backbone_lr_ratio: float = 1.0, layer_decay: float = 0.7,
@@ -331,7 +335,7 @@ class FineTunedTextEmbedder(TextData, FineTunedEmbedder):
     _parameter_constraints: ClassVar[dict] = {**TextData._parameter_constraints,
                                               **N_COMPONENTS}
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", *, n_components: int | None = None,
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, *, n_components: int | None = None,
                  max_epochs: int = 8, head_init: str = "probe", head_epochs: int = 0,
                  unfreeze_every: int = 1, unfreeze_depth: int | None = None, lr: float = 1e-4,
                  backbone_lr_ratio: float = 1.0, layer_decay: float = 0.7,

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Options, StrOptions
 
 from sktransfer._base import BaseEmbedder
 from sktransfer._decode import image_content_key
-from sktransfer._images import Preprocessor, image_batches
+from sktransfer._images import Preprocessor, decode_workers, image_batches
 from sktransfer._input import image_items
 from sktransfer.cache import FeatureCache
 
@@ -267,10 +267,10 @@ class ImageEmbedder(BaseEmbedder):
         yield engine.execution
         # Images decode (at reduced size) and are preprocessed in threads while the network
         # runs; Pillow releases the GIL while it decodes and resizes.
-        workers = max(1, min(engine.execution.threads, os.cpu_count() or 1))
         for batch in image_batches(items, rows, Preprocessor(backbone.data_config),
                                    batch_size=self.batch_size, decode=self.decode,
-                                   workers=workers, on_error=self.on_error,
+                                   workers=decode_workers(engine.execution.threads),
+                                   on_error=self.on_error,
                                    keyed=self.cache is not None):
             vectors = (engine(batch.pixels) if batch.pixels is not None
                        else np.empty((0, self.n_features_out_), dtype=np.float32))

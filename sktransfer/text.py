@@ -8,10 +8,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sktransfer._base import BaseEmbedder
-from sktransfer._input import text_items, text_problem
+from sktransfer._base import BATCHES_PER_CHUNK, BaseEmbedder
+from sktransfer._input import text_items, text_row_errors
 from sktransfer.cache import FeatureCache, content_digest
-from sktransfer.exceptions import InputError
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 
@@ -158,21 +157,15 @@ class TextEmbedder(BaseEmbedder):
         from sktransfer.backbones._runtime import torch_threads
 
         yield plan
-        errors: dict[int, InputError] = {}
-        good: list[int] = []
-        for position, text in enumerate(items):
-            problem = text_problem(text)
-            if problem is None:
-                good.append(position)
-                continue
-            errors[position] = InputError(rows[position], problem)
-            if self.on_error == "raise":
-                raise errors[position]
+        errors = text_row_errors(items, rows)
+        if errors and self.on_error == "raise":
+            raise next(iter(errors.values()))
+        good = [position for position in range(len(items)) if position not in errors]
         yield [], np.empty((0, self.n_features_out_), dtype=np.float32), errors, []
         # Texts are grouped by length bucket within a chunk (chunks of many batches keep the
         # groups full); each forward batch is yielded, so stored in the cache, as soon as it
         # is done: a killed run loses only the batch in flight.
-        chunk = self.batch_size * _BATCHES_PER_CHUNK
+        chunk = self.batch_size * BATCHES_PER_CHUNK
         for start in range(0, len(good), chunk):
             positions = np.asarray(good[start:start + chunk])
             with torch_threads(self.n_threads):
@@ -181,5 +174,3 @@ class TextEmbedder(BaseEmbedder):
                         normalize=self.normalize, precision=plan):
                     yield positions[done].tolist(), vectors, {}, [None] * len(done)
 
-
-_BATCHES_PER_CHUNK = 32

