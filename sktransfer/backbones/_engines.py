@@ -32,6 +32,7 @@ from sktransfer.backbones._runtime import (
     cache_home,
     faithful_precision,
     inference,
+    min_cosine,
     resolve_precision,
     resolve_threads,
     torch_threads,
@@ -238,11 +239,10 @@ def _check_agrees(backbone: Any, layers: tuple[int | None, ...], pooling: str,
     eager = _EagerEngine(backbone, layers, pooling, Execution("torch", "float32", 1))
     reference = eager(torch.from_numpy(probe))
     got = engine(probe)
-    cosine = np.sum(reference * got, axis=1) / np.maximum(
-        np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
-    if got.shape != reference.shape or not np.all(cosine >= _ONNX_MIN_COSINE):
+    cosine = min_cosine(reference, got) if got.shape == reference.shape else None
+    if cosine is None or not cosine >= _ONNX_MIN_COSINE:  # NaN agrees with nothing
         raise RuntimeError(f"the exported graph disagrees with the eager model (cosine "
-                           f"{float(np.min(cosine)) if got.shape == reference.shape else 'n/a'})")
+                           f"{'n/a' if cosine is None else cosine})")
 
 
 def onnx_file(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> str:

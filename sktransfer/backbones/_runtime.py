@@ -94,17 +94,17 @@ def faithful_precision(backbone: Any, precision: str, resolved: str) -> str:
     """
     if precision != "auto" or resolved == "float32":
         return resolved
+    threshold = MIN_PRECISION_COSINE[backbone.modality]
     with _PRECISION_LOCK:
         cosine = backbone.precision_checks.get(resolved)
         if cosine is None:
             cosine = backbone.precision_checks[resolved] = float(
                 backbone.precision_cosine(resolved))
-            threshold = MIN_PRECISION_COSINE[backbone.modality]
-            if cosine < threshold:
+            if not cosine >= threshold:  # NaN included
                 logger.info("%s: %s outputs reach a cosine of %.5f to float32 on the probe, "
                             "below %g: precision='auto' runs float32 instead", backbone.name,
                             resolved, cosine, threshold)
-    return resolved if cosine >= MIN_PRECISION_COSINE[backbone.modality] else "float32"
+    return resolved if cosine >= threshold else "float32"
 
 
 def min_cosine(reference: Any, got: Any) -> float:
