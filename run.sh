@@ -3,7 +3,8 @@
 # or out of date, so a fresh machine needs nothing but python3.
 #   ./run.sh demo   ELPV: pretrained features vs random weights vs raw pixels (a few minutes)
 #   ./run.sh lint   ruff check on the package, tests, examples, benchmarks and docs; then
-#                   lint-imports, the layer contract in pyproject.toml
+#                   lint-imports, the layer contracts in pyproject.toml; then mypy, the
+#                   backbone contract and its callers (strictly) and the rest of the package
 #   ./run.sh test   the whole test suite (extra arguments go to pytest)
 #   ./run.sh setup  only create or update the environment
 set -euo pipefail
@@ -38,7 +39,8 @@ case "$command" in
     demo) setup; exec "$VENV/bin/python" examples/elpv_transfer.py "$@" ;;
     lint) setup
           "$VENV/bin/python" -m ruff check sktransfer tests examples benchmarks docs
-          exec "$VENV/bin/lint-imports" ;;
+          "$VENV/bin/lint-imports"
+          exec "$VENV/bin/mypy" ;;
     test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
     *) echo "usage: ./run.sh {demo|lint|test|setup} [args]" >&2; exit 2 ;;
 esac

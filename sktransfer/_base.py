@@ -13,15 +13,17 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from numbers import Integral
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_feature_names, _check_n_features, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
-from sktransfer._input import column_name, materialize
+from sktransfer._input import check_input_shape, column_name, materialize
+from sktransfer.backbones._contract import Backbone
 from sktransfer.backbones._registry import record_provenance
 from sktransfer.cache import KEY_SCHEME, FeatureCache, as_feature_cache
 from sktransfer.exceptions import (
@@ -30,10 +32,10 @@ from sktransfer.exceptions import (
     NonFiniteOutputError,
     WeightsMismatchError,
 )
+from sktransfer.modality import Encoder, Modality
 
-# Work is grouped in chunks of this many batches: texts are bucketed by length within one, and
-# the command line writes its output one at a time (memory stays flat whatever the count).
-BATCHES_PER_CHUNK = 32
+if TYPE_CHECKING:
+    from sktransfer.backbones._engines import Execution
 
 # Bump when a change to sktransfer changes the vectors it computes: old cache entries then
 # live in other spaces and are never returned.
@@ -42,22 +44,44 @@ FEATURES_VERSION = 1
 logger = logging.getLogger("sktransfer")
 
 
-class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+B = TypeVar("B", bound=Backbone)  # the backbone protocol of a subclass's kind of input
+
+# An estimator's parameters as dataclass fields, each declared once with its type and default;
+# the generated ``__init__`` only stores them, as scikit-learn requires (``get_params`` reads
+# its signature). Equality and repr stay scikit-learn's; every parameter but ``model`` is
+# keyword-only.
+parameters = dataclass(eq=False, repr=False, kw_only=True)
+PathLike = str | os.PathLike[str]
+
+
+@parameters
+class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator,
+                   Generic[B]):
     """Shared machinery of :class:`ImageEmbedder` and :class:`TextEmbedder`.
 
-    Subclasses provide ``_items(X)`` (X as a list of samples), ``_get_backbone()``,
-    ``_n_features(backbone)``, ``_plan(backbone)`` (how the network will run, decided without
-    building anything), ``_identity(backbone, plan)`` (everything that determines the output),
-    ``_content_key(item)`` (a digest of one sample's content, or None) and
-    ``_embed_batches(items, rows, backbone, plan)``, which yields the plan that actually runs
-    and then, batch by batch, ``(positions, vectors, errors, keys)``: ``keys`` holds, where
-    not None, the content key of what was really embedded (a file read once, its bytes
-    hashed and decoded), which the cache stores under instead of the key looked up.
+    What differs between images and texts (items from X, content keys, batching) is asked
+    of ``_modality``. A subclass adds four steps, the same for images and texts:
+    ``_get_backbone()``; ``_plan(backbone)``, the :class:`Execution` it will run (decided
+    without building anything: a fully cached call opens nothing);
+    ``_identity(backbone, execution)``, everything that determines the output (the cache
+    space); and ``_encoder(backbone, execution)``, the opened forward pass, whose own
+    ``execution`` says what actually runs. ``_fitted(backbone)`` gives the fitted
+    attributes beyond the common ones, ``n_features_out_`` among them.
     """
 
-    _learns_nothing = True  # fit records settings only: features can be computed once
+    model: str = field(default="", kw_only=False)  # each kind sets its default
+    batch_size: int = 32
+    device: str = "auto"
+    precision: str = "auto"
+    n_threads: int | None = None
+    on_error: str = "raise"
+    progress: bool = False
+    cache: PathLike | FeatureCache | None = None
 
-    _parameter_constraints: ClassVar[dict] = {
+    _modality: ClassVar[Modality]
+    learns_nothing: ClassVar[bool] = True  # fit records settings only: features are computed once
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "model": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
@@ -68,7 +92,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "cache": [None, str, os.PathLike, FeatureCache],
     }
 
-    def fit(self, X: Any, y: Any = None) -> BaseEmbedder:
+    def fit(self, X: Any, y: Any = None) -> BaseEmbedder[B]:
         """Check the parameters and the input, and record what the embedding will be.
 
         Frozen embedders learn nothing from the data: ``fit`` is cheap. It loads the backbone
@@ -88,16 +112,22 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self._validate_params()
         self._items(materialize(X), reset=True)
         backbone = self._get_backbone()
-        self.n_features_out_ = self._n_features(backbone)
+        for name, value in self._fitted(backbone).items():
+            setattr(self, name, value)
         self.weights_digest_ = backbone.digest
-        plan = self._plan(backbone)
-        self.precision_ = getattr(plan, "precision", plan)  # an image plan says more
-        self._record_fit(backbone)
+        self.precision_ = self._plan(backbone).precision
         record_provenance(self, backbone)
         return self
 
-    def _record_fit(self, backbone: Any) -> None:
-        """Record what a subclass adds to the fitted attributes (nothing by default)."""
+    def _items(self, X: Any, *, reset: bool) -> list[Any]:
+        items = self._modality.items(X)
+        check_input_shape(self, X, reset=reset)
+        return items
+
+    def _content_key(self, item: Any) -> bytes | None:
+        # Only a cache needs a file's content (so that renamed files hit); within one call
+        # the same path twice is enough to embed it once, without reading every file twice.
+        return self._modality.content_key(item, read_files=self.cache is not None)
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """``fit(X).transform(X)``; a generator is read once, not consumed by ``fit``."""
@@ -146,20 +176,20 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 raise
             raise InputError(error.row, error.problem, column) from None
 
-    def _embed_with_cache(self, items: list[Any], backbone: Any, labels: list[Any],
+    def _embed_with_cache(self, items: list[Any], backbone: B, row_names: list[Any],
                           column: str | None = None,
                           report: dict[Any, InputError] | None = None,
                           on_done: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed each distinct sample once, reading the feature cache first and storing each
-        finished batch in it as soon as it is done."""
+        finished batch in it as soon as it is done; errors name ``row_names[position]``."""
         n = len(items)
         keys = [self._content_key(item) for item in items]
-        owner = np.arange(n)  # the row whose vector each row takes
+        first_copy = np.arange(n)  # the row whose vector each row takes (same content)
         first_row: dict[bytes, int] = {}
         for row, key in enumerate(keys):
             if key is not None:
-                owner[row] = first_row.setdefault(key, row)
-        distinct = np.flatnonzero(owner == np.arange(n))
+                first_copy[row] = first_row.setdefault(key, row)
+        distinct = np.flatnonzero(first_copy == np.arange(n))
         out = np.zeros((n, self.n_features_out_), dtype=np.float32)
         cache = as_feature_cache(self.cache)
         plan = self._plan(backbone)
@@ -176,46 +206,66 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 on_done(int(found.sum()))
         failed_rows: dict[int, InputError] = {}
         if len(todo):
-            for n_done, errors in self._run(todo, items, keys, labels, backbone, plan, cache,
-                                            out):
+            for n_done, errors in self._run(todo, items, keys, row_names, backbone, plan,
+                                            cache, out):
                 failed_rows.update(errors)
                 if on_done is not None:
                     on_done(n_done)
-        out = out[owner]
-        failed = {row: InputError(labels[row], failed_rows[int(owner[row])].problem, column)
-                  for row in range(n) if int(owner[row]) in failed_rows}
+        out = out[first_copy]
+        failed = {row: InputError(row_names[row], failed_rows[int(first_copy[row])].problem,
+                                  column)
+                  for row in range(n) if int(first_copy[row]) in failed_rows}
         if report is not None:
             report.update({error.row: error for error in failed.values()})
             return self._fill(out, failed, warn=False)
         return self._fill(out, failed)
 
     def _run(self, todo: np.ndarray, items: list[Any], keys: list[bytes | None],
-             labels: list[Any], backbone: Any, plan: Any, cache: FeatureCache | None,
-             out: np.ndarray) -> Iterator[tuple[int, dict[int, InputError]]]:
+             row_names: list[Any], backbone: B, plan: Execution,
+             cache: FeatureCache | None, out: np.ndarray
+             ) -> Iterator[tuple[int, dict[int, InputError]]]:
         """Embed the rows ``todo`` into ``out``, storing each batch; yields, per batch, how
         many rows it embedded and its failed rows (row -> error)."""
-        batches = self._embed_batches([items[row] for row in todo],
-                                      [labels[row] for row in todo], backbone, plan)
-        plan = next(batches)  # what actually runs: the space its vectors are stored in
-        space, description = self._space(backbone, plan) if cache is not None else (None, None)
+        encoder = self._encoder(backbone, plan)
+        # what actually runs (an export may have fallen back): the space its vectors go to
+        space, description = (self._space(backbone, encoder.execution) if cache is not None
+                              else (None, None))
         bar = _progress_bar(self.progress, len(todo), type(self).__name__)
         try:
-            for positions, vectors, errors, decoded in batches:
-                done = todo[positions]
-                self._check_output(vectors, [labels[row] for row in done])
-                out[done] = vectors
+            for batch in encoder([items[row] for row in todo], [row_names[row] for row in todo]):
+                done = todo[batch.positions]
+                self._check_output(batch.vectors, [row_names[row] for row in done])
+                out[done] = batch.vectors
                 if cache is not None:
-                    stored = [(row, found or keys[row]) for row, found in
-                              zip(done, decoded, strict=True) if (found or keys[row])]
+                    # under the key of what was embedded (a file's bytes, read once), or
+                    # the key looked up
+                    stored = [(row, embedded or keys[row]) for row, embedded in
+                              zip(done, batch.keys, strict=True) if (embedded or keys[row])]
                     cache.store(space, [key for _, key in stored],
                                 out[[row for row, _ in stored]], description)
                 if bar is not None:
-                    bar.update(len(positions) + len(errors))
-                yield len(positions), {int(todo[position]): error
-                                       for position, error in errors.items()}
+                    bar.update(len(batch.positions) + len(batch.failed))
+                yield len(batch.positions), {int(todo[position]): error
+                                             for position, error in batch.failed.items()}
         finally:
             if bar is not None:
                 bar.close()
+
+    # ---- the four steps a subclass provides (see the class docstring) -----------------
+    def _get_backbone(self) -> B:
+        raise NotImplementedError
+
+    def _fitted(self, backbone: B) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _plan(self, backbone: B) -> Execution:
+        raise NotImplementedError
+
+    def _identity(self, backbone: B, execution: Execution) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _encoder(self, backbone: B, execution: Execution) -> Encoder:
+        raise NotImplementedError
 
     def _check_output(self, vectors: np.ndarray, rows: list[Any]) -> None:
         """Refuse vectors of the wrong width, and NaN or infinite ones (broken weights, an
@@ -232,16 +282,16 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 "its weights may be broken (check the checkpoint), or the precision too low "
                 "for it (try precision='float32')")
 
-    def _space(self, backbone: Any, plan: Any) -> tuple[str, dict[str, Any]]:
+    def _space(self, backbone: B, execution: Execution) -> tuple[str, dict[str, Any]]:
         """The cache space: a digest of everything that determines the output."""
         description = {"estimator": type(self).__name__, "features_version": FEATURES_VERSION,
-                       "keys": KEY_SCHEME, **self._identity(backbone, plan)}
+                       "keys": KEY_SCHEME, **self._identity(backbone, execution)}
         text = json.dumps(description, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:32], description
 
     @property
     def _n_features_out(self) -> int:
-        return self.n_features_out_
+        return int(self.n_features_out_)
 
     def _fill(self, out: np.ndarray, failed: dict[int, InputError], *,
               warn: bool = True) -> np.ndarray:
@@ -262,13 +312,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         )
         return out
 
-    def _check_input_shape(self, X: Any, *, reset: bool) -> None:
-        """Record or check ``n_features_in_`` / ``feature_names_in_`` for 2-D inputs."""
-        if getattr(X, "ndim", 1) == 2 and hasattr(X, "shape"):
-            _check_feature_names(self, X, reset=reset)
-            _check_n_features(self, X, reset=reset)
-
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
         tags.non_deterministic = False

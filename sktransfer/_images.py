@@ -10,7 +10,6 @@ the row in :func:`decoded_batches`, the one place that does so.
 from __future__ import annotations
 
 import math
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,23 +51,17 @@ def check_preprocessing(preprocessing: dict[str, Any] | None) -> None:
                 or not all(isinstance(v, Real) for v in value)
                 or (key == "std" and min(value) <= 0)):
             raise ValueError(f"preprocessing {key} must be 3 numbers (RGB), got {value!r}")
-        if key == "crop_pct" and not (isinstance(value, Real) and 0 < value <= 1):
+        if key == "crop_pct" and not (isinstance(value, Real) and 0 < float(value) <= 1):
             raise ValueError(f"preprocessing crop_pct must be in (0, 1], got {value!r}")
         if key == "input_size" and not (
                 np.ndim(value) == 1 and len(value) in (2, 3)
-                and all(isinstance(v, Integral) and v > 0 for v in value)):
+                and all(isinstance(v, Integral) and int(v) > 0 for v in value)):
             raise ValueError(f"preprocessing input_size must be (height, width) or "
                              f"(3, height, width) in pixels, got {value!r}")
         if key == "input_size" and max(value[-2:]) > MAX_INPUT_SIDE:
             raise ValueError(f"preprocessing input_size={tuple(value)!r} is larger than "
                              f"{MAX_INPUT_SIDE} px per side, which would exhaust memory "
                              "(a network's input is float32 for every image of a batch)")
-
-
-def decode_workers(threads: int) -> int:
-    """Threads that decode and preprocess images beside a forward pass running on
-    ``threads`` threads: as many, and no more than the machine's cores."""
-    return max(1, min(threads, os.cpu_count() or 1))
 
 
 def check_input_size(data_config: dict[str, Any], source: str) -> None:
@@ -260,7 +253,8 @@ class Batch:
 PREFETCH = 2  # batches in preparation at once, the one being waited for included
 
 
-def decoded_batches(work: Callable[[int], Any], rows: Sequence[Any], order: Sequence[int], *,
+def decoded_batches(work: Callable[[int], Any], rows: Sequence[Any],
+                    order: Sequence[int] | np.ndarray, *,
                     batch_size: int, workers: int, on_error: str
                     ) -> Iterator[tuple[list[int], list[Any], dict[int, InputError]]]:
     """Run ``work(position)`` for every position of ``order`` in background threads.
@@ -306,7 +300,7 @@ def decoded_batches(work: Callable[[int], Any], rows: Sequence[Any], order: Sequ
 
 def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preprocessor, *,
                   batch_size: int, decode: str = "reduced", workers: int = 1,
-                  on_error: str = "raise", order: Sequence[int] | None = None,
+                  on_error: str = "raise", order: Sequence[int] | np.ndarray | None = None,
                   rng: np.random.Generator | None = None, keyed: bool = False
                   ) -> Iterator[Batch]:
     """Decode and preprocess images a batch at a time, in background threads.

@@ -184,6 +184,16 @@ def coerce_image_batch(X: Any) -> list[Any] | None:
     raise ValueError(f"cannot read images from a {X.ndim}-D numeric array of shape {X.shape}")
 
 
+def check_input_shape(estimator: Any, X: Any, *, reset: bool) -> None:
+    """Record (``reset``) or check an estimator's ``n_features_in_`` and
+    ``feature_names_in_`` when X is 2-D (a frame, or flattened images): the samples
+    themselves are read by the estimator, not by scikit-learn's ``check_array``."""
+    if getattr(X, "ndim", 1) == 2 and hasattr(X, "shape"):
+        from sklearn.utils.validation import validate_data
+
+        validate_data(estimator, X, reset=reset, skip_check_array=True)
+
+
 def column_name(X: Any) -> str | None:
     """The name of the DataFrame column (or named Series) X came from, if any."""
     columns = getattr(X, "columns", None)

@@ -117,7 +117,7 @@ class FeatureCache:
         return {"path": self.path, "memory_bytes": self.memory_bytes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state.get("memory_bytes", 256 * 2**20))
+        FeatureCache.__init__(self, state["path"], state.get("memory_bytes", 256 * 2**20))
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.path)!r})"
@@ -162,9 +162,9 @@ class FeatureCache:
             found[rows] = True
             if len(rows) == len(keys):
                 return vectors, found
-            keys = [key if row not in in_memory else None for row, key in enumerate(keys)]
+        # the rows still to look up, by key (a key found in memory is not looked up again)
+        position = {key: i for i, key in enumerate(keys) if i not in in_memory}
         db = self._db()
-        position = {key: i for i, key in enumerate(keys) if key is not None}
         hits: list[int] = []
         blobs: list[bytes] = []
         stale: list[bytes] = []
@@ -355,7 +355,7 @@ _OPEN: dict[Path, FeatureCache] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def as_feature_cache(cache: str | os.PathLike | FeatureCache | None) -> FeatureCache | None:
+def as_feature_cache(cache: str | os.PathLike[str] | FeatureCache | None) -> FeatureCache | None:
     """The FeatureCache for an embedder's ``cache=`` value (one object per directory)."""
     if cache is None or isinstance(cache, FeatureCache):
         return cache

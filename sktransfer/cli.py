@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sktransfer._base import BATCHES_PER_CHUNK
 from sktransfer._cli_output import FeatureWriter
-from sktransfer.compose import IMAGE_SUFFIX, looks_like_image_paths
+from sktransfer.modality import BATCHES_PER_CHUNK, IMAGES, TEXTS
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -170,7 +169,7 @@ def _column_items(table: Any, column: str | None, source: Path) -> Any:
 
 
 def _guess_kind(values: Any) -> str:
-    return "image" if looks_like_image_paths(values) else "text"
+    return IMAGES.kind if IMAGES.claims(values) else TEXTS.kind
 
 
 def _resolve_relative(paths: Any, table_path: Path) -> list[str]:
@@ -205,7 +204,7 @@ def _collect_inputs(inputs: list[Path], column: str | None, kind: str | None,
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and IMAGE_SUFFIX.search(
+            found = sorted(p for p in path.rglob("*") if p.is_file() and IMAGES.file_suffix.search(
                 p.name))
             if not found:
                 raise CommandError(f"no image files (.jpg, .png, ...) in {path}")

@@ -10,9 +10,7 @@ categories (a missing category is a category of its own).
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 from typing import Any
 
 import numpy as np
@@ -21,8 +19,8 @@ from sklearn.utils._param_validation import HasMethods, validate_params
 from sklearn.utils.validation import check_is_fitted
 
 from sktransfer._input import as_sequence, column_name, is_missing
+from sktransfer.modality import IMAGES
 
-IMAGE_SUFFIX = re.compile(r"\.(jpe?g|png|bmp|gif|tiff?|webp)$", re.I)
 _TEXT_MIN_WORDS = 4  # a string column whose values average more words than this is text
 _MAX_CATEGORIES = 50
 
@@ -210,23 +208,11 @@ def _column_roles(frame: Any, image: Any, text: Any, numeric: Any,
     return given
 
 
-def looks_like_image_paths(values: Any) -> bool:
-    """Whether the strings among the first 200 values all end like image files.
-
-    Examples
-    --------
-    >>> looks_like_image_paths(["a.jpg", "b.PNG", None]), looks_like_image_paths(["a fine film"])
-    (True, False)
-    """
-    strings = [v for v in itertools.islice(values, 200) if isinstance(v, str)]
-    return bool(strings) and all(IMAGE_SUFFIX.search(v.strip()) for v in strings)
-
-
 def _string_role(values: Any) -> str | None:
     strings = [v for v in values.head(200) if isinstance(v, str)]
     if not strings:
         return None
-    if looks_like_image_paths(strings):
+    if IMAGES.claims(strings):
         return "image"
     if np.mean([len(v.split()) for v in strings]) > _TEXT_MIN_WORDS:
         return "text"

@@ -80,10 +80,9 @@ def load_rotten_tomatoes(n_samples: int | None = None, random_state: int = 0) ->
 
     Parameters
     ----------
-    n_samples : int or None, default=None
-        Draw this many snippets (stratified by target, reproducible) instead of all of them.
-    random_state : int, default=0
-        Seed of that draw.
+    n_samples, random_state : int or None, int, default=None, 0
+        Draw this many snippets (stratified by target, reproducible with that seed) instead
+        of all of them.
 
     Returns
     -------

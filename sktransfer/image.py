@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from dataclasses import field
 from numbers import Integral
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from sklearn.utils._param_validation import Options, StrOptions
 
-from sktransfer._base import BaseEmbedder
-from sktransfer._decode import image_content_key
-from sktransfer._images import Preprocessor, decode_workers, image_batches
-from sktransfer._input import image_items
-from sktransfer.cache import FeatureCache
+from sktransfer._base import BaseEmbedder, parameters
+from sktransfer.backbones._contract import ImageBackbone
+from sktransfer.modality import IMAGES
+from sktransfer.modality.images import ImageEncoder
 
-DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0.packaged"
+if TYPE_CHECKING:
+    from sktransfer.backbones._engines import Execution
 
 
 class _LayerChoice(Options):
@@ -37,7 +35,8 @@ class _LayerChoice(Options):
         return "an int or a non-empty list of ints and None"
 
 
-class ImageEmbedder(BaseEmbedder):
+@parameters
+class ImageEmbedder(BaseEmbedder[ImageBackbone]):
     """Embed images with a frozen pretrained timm network.
 
     Parameters
@@ -161,66 +160,31 @@ class ImageEmbedder(BaseEmbedder):
     (4, 256)
     """
 
-    _parameter_constraints: ClassVar[dict] = {
+    _modality = IMAGES
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **BaseEmbedder._parameter_constraints,
-        "weights": [str],
-        "model_args": [None, dict],
-        "preprocessing": [None, dict],
-        "weights_license": [None, str],
+        **IMAGES.backbone_constraints,
         "layer": [None, _LayerChoice()],
         "pooling": [StrOptions({"avg", "max", "cls", "token"})],
         "backend": [StrOptions({"auto", "torch", "onnxruntime", "compile"})],
         "decode": [StrOptions({"reduced", "full"})],
     }
 
-    def __init__(
-        self,
-        model: str = DEFAULT_IMAGE_MODEL,
-        *,
-        weights: str = "pretrained",
-        model_args: dict[str, Any] | None = None,
-        preprocessing: dict[str, Any] | None = None,
-        weights_license: str | None = None,
-        layer: int | list[int | None] | None = None,
-        pooling: str = "avg",
-        batch_size: int = 32,
-        device: str = "auto",
-        precision: str = "auto",
-        backend: str = "auto",
-        decode: str = "reduced",
-        n_threads: int | None = None,
-        on_error: str = "raise",
-        progress: bool = False,
-        cache: str | os.PathLike | FeatureCache | None = None,
-    ):
-        self.model = model
-        self.weights = weights
-        self.model_args = model_args
-        self.preprocessing = preprocessing
-        self.weights_license = weights_license
-        self.layer = layer
-        self.pooling = pooling
-        self.batch_size = batch_size
-        self.device = device
-        self.precision = precision
-        self.backend = backend
-        self.decode = decode
-        self.n_threads = n_threads
-        self.on_error = on_error
-        self.progress = progress
-        self.cache = cache
+    model: str = field(default=IMAGES.default_model, kw_only=False)
+    weights: str = "pretrained"
+    model_args: dict[str, Any] | None = None
+    preprocessing: dict[str, Any] | None = None
+    weights_license: str | None = None
+    layer: int | list[int | None] | None = None
+    pooling: str = "avg"
+    backend: str = "auto"
+    decode: str = "reduced"
 
-    def _record_fit(self, backbone: Any) -> None:
-        self.n_layers_ = backbone.n_layers
-        self.layer_widths_ = backbone.output_dims(self._layers, self._pool)
-
-    def _get_backbone(self) -> Any:
-        from sktransfer.backbones._runtime import resolve_device
-        from sktransfer.backbones.timm import get_timm_backbone
-
-        return get_timm_backbone(self.model, self.weights, resolve_device(self.device),
-                                 model_args=self.model_args, preprocessing=self.preprocessing,
-                                 license=self.weights_license)
+    def _get_backbone(self) -> ImageBackbone:
+        return IMAGES.load_backbone(self.model, device=self.device, weights=self.weights,
+                                    model_args=self.model_args,
+                                    preprocessing=self.preprocessing,
+                                    license=self.weights_license)
 
     @property
     def _pool(self) -> str:
@@ -230,48 +194,28 @@ class ImageEmbedder(BaseEmbedder):
     def _layers(self) -> tuple[int | None, ...]:
         return tuple(self.layer) if isinstance(self.layer, list) else (self.layer,)
 
-    def _n_features(self, backbone: Any) -> int:
-        return sum(backbone.output_dims(self._layers, self._pool))
+    def _fitted(self, backbone: ImageBackbone) -> dict[str, Any]:
+        widths = backbone.output_dims(self._layers, self._pool)
+        return {"n_features_out_": sum(widths), "n_layers_": backbone.n_layers,
+                "layer_widths_": widths}
 
-    def _plan(self, backbone: Any) -> Any:
+    def _plan(self, backbone: ImageBackbone) -> Execution:
         from sktransfer.backbones._engines import plan_execution
 
         return plan_execution(backbone, self.backend, self.precision, self.n_threads,
                               self._layers, self._pool)
 
-    def _identity(self, backbone: Any, plan: Any) -> dict[str, Any]:
+    def _identity(self, backbone: ImageBackbone, execution: Execution) -> dict[str, Any]:
         layers = [backbone.normalize_layer(layer) for layer in self._layers]
         identity = {"model": self.model, "weights": backbone.digest,
                     "preprocessing": backbone.data_config, "layer": layers,
-                    "pooling": self._pool, "precision": plan.precision,
-                    "backend": plan.backend, "decode": self.decode}
+                    "pooling": self._pool, "precision": execution.precision,
+                    "backend": execution.backend, "decode": self.decode}
         if backbone.model_args:  # only when given: keys of earlier caches stay valid
             identity["model_args"] = backbone.model_args
         return identity
 
-    def _content_key(self, item: Any) -> bytes | None:
-        # Only a cache needs a file's content (so that renamed files hit); within one call
-        # the same path twice is enough to embed it once, without reading every file twice.
-        return image_content_key(item, read_files=self.cache is not None)
-
-    def _items(self, X: Any, *, reset: bool) -> list[Any]:
-        items = image_items(X)
-        self._check_input_shape(X, reset=reset)
-        return items
-
-    def _embed_batches(self, items: list[Any], rows: list[Any], backbone: Any,
-                       plan: Any) -> Iterator[Any]:
-        from sktransfer.backbones._engines import open_engine
-
-        engine = open_engine(backbone, plan, self._layers, self._pool, self.batch_size)
-        yield engine.execution
-        # Images decode (at reduced size) and are preprocessed in threads while the network
-        # runs; Pillow releases the GIL while it decodes and resizes.
-        for batch in image_batches(items, rows, Preprocessor(backbone.data_config),
-                                   batch_size=self.batch_size, decode=self.decode,
-                                   workers=decode_workers(engine.execution.threads),
-                                   on_error=self.on_error,
-                                   keyed=self.cache is not None):
-            vectors = (engine(batch.pixels) if batch.pixels is not None
-                       else np.empty((0, self.n_features_out_), dtype=np.float32))
-            yield batch.positions, vectors, batch.errors, batch.keys
+    def _encoder(self, backbone: ImageBackbone, execution: Execution) -> ImageEncoder:
+        return IMAGES.encoder(backbone, execution, layers=self._layers, pooling=self._pool,
+                              batch_size=self.batch_size, decode=self.decode,
+                              on_error=self.on_error, keyed=self.cache is not None)

@@ -38,6 +38,32 @@ def _share_the_cores_between_workers() -> None:
 _share_the_cores_between_workers()
 
 
+@pytest.fixture
+def embedded(monkeypatch):
+    """How many samples each call of a frozen embedder really sends through its network: the
+    encoders of both embedders are counted."""
+    from sktransfer import ImageEmbedder, TextEmbedder
+
+    calls: list[int] = []
+    for cls in (ImageEmbedder, TextEmbedder):
+        monkeypatch.setattr(cls, "_encoder", _counting(cls._encoder, calls))
+    return calls
+
+
+def _counting(real, calls):
+    def spy(self, backbone, execution):
+        encoder = real(self, backbone, execution)
+
+        def counted(items, rows):
+            calls.append(len(items))
+            return encoder(items, rows)
+
+        counted.execution = encoder.execution
+        return counted
+
+    return spy
+
+
 def pytest_configure(config):
     """Property-based tests (marked ``fuzz``) try a bounded number of examples in the default
     run, and many more when the run selects them with ``-m fuzz``."""

@@ -27,21 +27,6 @@ from sktransfer import FeatureCache, ImageEmbedder, TextEmbedder
 from sktransfer.cache import DB_NAME
 
 
-@pytest.fixture
-def embedded(monkeypatch):
-    """Records how many samples each call really sends through a network."""
-    calls: list[int] = []
-    for cls in (ImageEmbedder, TextEmbedder):
-        real = cls._embed_batches
-
-        def spy(self, items, rows, backbone, plan, _real=real):
-            calls.append(len(items))
-            return _real(self, items, rows, backbone, plan)
-
-        monkeypatch.setattr(cls, "_embed_batches", spy)
-    return calls
-
-
 def images(n=6, seed=0, size=40):
     return list(np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8))
 

@@ -150,17 +150,7 @@ def test_on_error_writes_an_error_column(folder, tmp_path, suffix, capsys):
         assert sorted(Path(i).name for i in sidecar["id"]) == ["broken.png", "empty.jpg"]
 
 
-def test_a_rerun_with_a_cache_resumes(folder, tmp_path, monkeypatch):
-    from sktransfer import ImageEmbedder
-
-    embedded = []
-    real = ImageEmbedder._embed_batches
-
-    def spy(self, items, rows, backbone, plan):
-        embedded.append(len(items))
-        return real(self, items, rows, backbone, plan)
-
-    monkeypatch.setattr(ImageEmbedder, "_embed_batches", spy)
+def test_a_rerun_with_a_cache_resumes(folder, tmp_path, embedded):
     cache, out = tmp_path / "cache", tmp_path / "f.parquet"
     (folder / "notes.txt").unlink()
     good = (folder / "nested" / "deep.jpg").read_bytes()

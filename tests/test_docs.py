@@ -57,3 +57,21 @@ def test_every_public_name_is_in_the_api_reference():
                if f"sktransfer.{name}`" not in api and name not in (
                    "list_backbones", "register_backbone", "BackboneSpec")]
     assert missing == []
+
+
+def test_every_module_the_contributors_page_names_exists():
+    """The table of docs/contributing.md names real modules and folders, and every module of
+    the package appears in it (directly, or inside a folder it names)."""
+    page = (ROOT / "docs" / "contributing.md").read_text()
+    table = page.split("## Where each concern lives")[1].split("\n## ")[0]
+    package = ROOT / "sktransfer"
+    named = set(re.findall(r"`([\w/]+(?:\.py|/))`", table))
+    folders = {name for name in named if name.endswith("/")}
+    missing = [name for name in named if not (package / name).exists()
+               and not any((package / folder / name).exists() for folder in folders)]
+    assert missing == []
+    modules = {path.relative_to(package).as_posix() for path in package.rglob("*.py")
+               if path.name != "__init__.py"}
+    unnamed = [module for module in modules if module not in named
+               and not any(module.startswith(folder) for folder in folders)]
+    assert unnamed == []

@@ -41,7 +41,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state: dict[str, Any] = load_file(str(path))
+            return state
         except Exception as error:  # SafetensorError, OSError: both name no path
             raise ValueError(f"{path} is not a readable safetensors file "
                              f"({type(error).__name__}: {error})") from None
@@ -96,6 +97,7 @@ def checkpoint_img_size(net: Any, state: dict[str, Any]) -> int | None:
             and theirs.ndim == ours.ndim == 3 and theirs.shape != ours.shape
             and getattr(patch_embed, "num_patches", None)):
         return None
+    assert patch_embed is not None  # it has num_patches
     extra = ours.shape[1] - patch_embed.num_patches  # class/register tokens in pos_embed
     side = math.isqrt(max(theirs.shape[1] - extra, 0))
     if side == 0 or side * side != theirs.shape[1] - extra:
@@ -152,7 +154,7 @@ def _dtype(dtype: Any) -> str:
 
 
 def _fit(net: Any, state: dict[str, Any], head: set[str],
-         expected: dict[str, tuple]) -> tuple[dict[str, Any] | None, str]:
+         expected: dict[str, tuple[int, ...]]) -> tuple[dict[str, Any] | None, str]:
     """``state`` (without its head) made to fit ``expected``, and what had to change."""
     body = {k: v for k, v in state.items() if k not in head}
     if _fits(body, expected):
@@ -178,7 +180,7 @@ def _fit(net: Any, state: dict[str, Any], head: set[str],
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: no effect on outputs
 
 
-def _fits(state: dict[str, Any], expected: dict[str, tuple]) -> bool:
+def _fits(state: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> bool:
     """Every backbone tensor with its shape and nothing else (a BatchNorm step counter may
     be missing: some exporters drop it)."""
     expected = {k: v for k, v in expected.items() if not (k.endswith(_COUNTER) and k not in
@@ -200,7 +202,8 @@ def _timm_filter(net: Any, state: dict[str, Any]) -> dict[str, Any] | None:
                 warnings.simplefilter("ignore")
                 return dict(filter_fn(dict(state), net) if arity > 1 else filter_fn(dict(state)))
         except Exception as error:  # a converter for another layout: not this checkpoint's
-            logger.debug("timm's %s.%s does not apply: %s", module.__name__, name, error)
+            logger.debug("timm's %s.%s does not apply: %s", getattr(module, "__name__", module),
+                         name, error)
     return None
 
 
@@ -224,7 +227,7 @@ def _what_changed(before: dict[str, Any], after: dict[str, Any], head: set[str])
 
 
 def _mismatch_message(net: Any, state: dict[str, Any], head: set[str],
-                      expected: dict[str, tuple], source: str) -> str:
+                      expected: dict[str, tuple[int, ...]], source: str) -> str:
     body = {k: v for k, v in state.items() if k not in head}
     matched = [n for n, shape in expected.items() if n in body and tuple(body[n].shape) == shape]
     missing = [n for n in expected if n not in body]
@@ -277,7 +280,7 @@ def _dims(tensor: Any) -> str:
     return _dims_of(tuple(tensor.shape))
 
 
-def _dims_of(shape: tuple) -> str:
+def _dims_of(shape: tuple[int, ...]) -> str:
     return "×".join(str(n) for n in shape) or "scalar"
 
 

@@ -8,9 +8,11 @@ family's module. Estimators use nothing else.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 Family = Literal["timm", "sentence"]
 Layers = Sequence[int | None]
@@ -77,13 +79,24 @@ class Trainable:
 
 @runtime_checkable
 class Backbone(Protocol):
-    """A loaded pretrained network in eval mode, shared by every estimator in the process."""
+    """A loaded pretrained network in eval mode, shared by every estimator in the process.
+
+    Every member any caller uses is here or in the two protocols below: the type checker
+    (``mypy``, in CI) holds callers to them.
+    """
 
     name: str
     license: str
     digest: str  # SHA-256 of the weights: names, dtypes, shapes and bytes
     source: str  # where the weights came from: a file, a folder, a registered name, "random"
     device: str
+    model: Any  # the torch module itself, in eval mode
+    # precision -> smallest cosine to float32 on the fixed probe, measured once per model
+    precision_checks: dict[str, float]
+
+    @property
+    def modality(self) -> str:
+        """The kind of input the network reads: "image" or "text"."""
 
     @property
     def max_seq_length(self) -> int | None:
@@ -92,20 +105,26 @@ class Backbone(Protocol):
     def output_dims(self, layers: Layers, pooling: str) -> list[int]:
         """The width of each requested layer's pooled features, from the model's metadata."""
 
-    def trainable(self, n_classes: int) -> Trainable:
-        """A fresh copy of this backbone, with its weights, to fine-tune (the shared frozen
-        copy is never touched)."""
+    def precision_cosine(self, precision: str) -> float:
+        """The smallest cosine between this model's outputs on a fixed probe at
+        ``precision`` and at float32 (see ``_runtime.faithful_precision``)."""
 
 
 @runtime_checkable
 class ImageBackbone(Backbone, Protocol):
     """An image network: engines (``backbones._engines``) run its traceable ``features``."""
 
-    data_config: dict[str, Any]
+    data_config: dict[str, Any]  # timm's preprocessing: input size, crop, mean, std, ...
+    model_args: dict[str, Any]  # what timm.create_model was given (an img_size, ...)
+    engines: dict[Any, Any]  # opened engines (ONNX sessions, compiled graphs), by settings
 
     @property
     def n_layers(self) -> int:
         """How many intermediate layers ``layer=`` can select."""
+
+    @property
+    def gmacs(self) -> float:
+        """Multiply-accumulates of one image at the input size, in billions."""
 
     def normalize_layer(self, layer: int | None) -> int | None:
         """A non-negative layer index (or None for the pooled output)."""
@@ -116,11 +135,28 @@ class ImageBackbone(Backbone, Protocol):
     def features(self, x: Any, layers: Layers, pooling: str) -> Any:
         """Pooled, concatenated features of ``layers`` for a normalised batch (a tensor)."""
 
+    def trainable(self, n_classes: int) -> Trainable:
+        """A fresh copy of this backbone, with its weights, to fine-tune (the shared frozen
+        copy is never touched)."""
+
 
 @runtime_checkable
 class TextBackbone(Backbone, Protocol):
     """A sentence-embedding model."""
 
+    @property
+    def n_features(self) -> int:
+        """The width of a sentence embedding."""
+
     def encode(self, texts: list[str], *, batch_size: int, normalize: bool,
-               precision: str) -> Any:
+               precision: str) -> np.ndarray:
         """Embed a list of strings as a float32 (N, D) array."""
+
+    def encode_batches(self, texts: list[str], *, batch_size: int, normalize: bool,
+                       precision: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(positions, vectors)`` as each forward batch finishes; a text's vector does not
+        depend on the other texts of its batch."""
+
+    def trainable(self, n_classes: int, *, max_length: int | None = None) -> Trainable:
+        """A fresh copy with a linear head on the sentence embedding; ``max_length`` is
+        where the tokenizer truncates."""

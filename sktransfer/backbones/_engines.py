@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from sktransfer.backbones._contract import ImageBackbone
 from sktransfer.backbones._runtime import (
     cache_home,
     faithful_precision,
@@ -67,7 +68,7 @@ class Execution:
     fallback: str | None = None
 
 
-def plan_execution(backbone: Any, backend: str, precision: str, n_threads: int | None,
+def plan_execution(backbone: ImageBackbone, backend: str, precision: str, n_threads: int | None,
                    layers: tuple[int | None, ...], pooling: str) -> Execution:
     """What ``backend``/``precision``/``n_threads`` mean for this backbone on this machine.
 
@@ -109,7 +110,7 @@ def plan_execution(backbone: Any, backend: str, precision: str, n_threads: int |
     return Execution("torch", faithful(resolved), threads)
 
 
-def open_engine(backbone: Any, execution: Execution, layers: tuple[int | None, ...],
+def open_engine(backbone: ImageBackbone, execution: Execution, layers: tuple[int | None, ...],
                 pooling: str, batch_size: int) -> Any:
     """A callable embedding normalised float32 batches (N, 3, H, W), torch or numpy, into a
     float32 (N, D) array, as ``execution`` says. Engines are built once per backbone and
@@ -136,7 +137,7 @@ def open_engine(backbone: Any, execution: Execution, layers: tuple[int | None, .
 class _EagerEngine:
     """Eager PyTorch: channels_last, ``inference_mode``, autocast for reduced precision."""
 
-    def __init__(self, backbone: Any, layers: tuple[int | None, ...], pooling: str,
+    def __init__(self, backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str,
                  execution: Execution):
         self.backbone, self.layers, self.pooling = backbone, layers, pooling
         self.execution = execution
@@ -151,10 +152,10 @@ class _EagerEngine:
         with torch_threads(self.execution.threads), \
                 inference(self.backbone.device, self.execution.precision):
             out = self.backbone.features(x, self.layers, self.pooling)
-        return out.float().cpu().numpy()
+        return np.asarray(out.float().cpu().numpy())
 
 
-def _features_module(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> Any:
+def _features_module(backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str) -> Any:
     """A torch module computing a backbone's pooled features (what is exported or compiled)."""
     import torch
 
@@ -169,7 +170,7 @@ def _features_module(backbone: Any, layers: tuple[int | None, ...], pooling: str
     return Features().eval()
 
 
-def _engine(backbone: Any, key: tuple, build: Any) -> Any:
+def _engine(backbone: ImageBackbone, key: tuple[Any, ...], build: Any) -> Any:
     engine = backbone.engines.get(key)
     if engine is None:
         with _LOCK:
@@ -181,7 +182,7 @@ def _engine(backbone: Any, key: tuple, build: Any) -> Any:
     return engine
 
 
-def onnx_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
+def onnx_engine(backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str,
                 threads: int) -> Any:
     """A callable running the backbone on ONNX Runtime with ``threads`` threads."""
     def build() -> Any:
@@ -198,14 +199,14 @@ def onnx_engine(backbone: Any, layers: tuple[int | None, ...], pooling: str,
     return _engine(backbone, _onnx_key(backbone, layers, pooling, threads), build)
 
 
-def _onnx_key(backbone: Any, layers: tuple[int | None, ...], pooling: str,
-              threads: int) -> tuple:
+def _onnx_key(backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str,
+              threads: int) -> tuple[Any, ...]:
     normalized = tuple(backbone.normalize_layer(layer) for layer in layers)
     return ("onnxruntime", normalized, pooling, threads)
 
 
 class _OnnxEngine:
-    def __init__(self, backbone: Any, layers: tuple[int | None, ...], pooling: str,
+    def __init__(self, backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str,
                  threads: int):
         import onnxruntime
 
@@ -226,10 +227,10 @@ class _OnnxEngine:
         if hasattr(batch, "contiguous"):
             batch = batch.contiguous().numpy()
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run(None, {self.input: batch})[0].astype(np.float32, copy=False)
+        return np.asarray(self.session.run(None, {self.input: batch})[0], dtype=np.float32)
 
 
-def _check_agrees(backbone: Any, layers: tuple[int | None, ...], pooling: str,
+def _check_agrees(backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str,
                   engine: Any) -> None:
     """Refuse an engine whose output drifts from eager float32 on a seeded probe batch."""
     import torch
@@ -245,7 +246,7 @@ def _check_agrees(backbone: Any, layers: tuple[int | None, ...], pooling: str,
                            f"{'n/a' if cosine is None else cosine})")
 
 
-def onnx_file(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> str:
+def onnx_file(backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str) -> str:
     """The path of the backbone's ONNX graph, exported now unless an earlier run did."""
     import torch
 
@@ -282,7 +283,7 @@ def onnx_file(backbone: Any, layers: tuple[int | None, ...], pooling: str) -> st
 
 
 class _CompiledEngine:
-    def __init__(self, backbone: Any, layers: tuple[int | None, ...], pooling: str,
+    def __init__(self, backbone: ImageBackbone, layers: tuple[int | None, ...], pooling: str,
                  execution: Execution, batch_size: int):
         import torch
 
@@ -304,4 +305,4 @@ class _CompiledEngine:
                 inference(self.backbone.device, self.execution.precision):
             for start in range(0, x.shape[0], self.batch_size):
                 out.append(self.module(x[start:start + self.batch_size]).float().cpu())
-        return torch.cat(out)[:n].numpy()
+        return np.asarray(torch.cat(out)[:n].numpy())

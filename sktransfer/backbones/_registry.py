@@ -11,7 +11,7 @@ import re
 import warnings
 from typing import Any
 
-from sktransfer.backbones._contract import BackboneSpec, Family
+from sktransfer.backbones._contract import Backbone, BackboneSpec, Family
 from sktransfer.backbones._packaged import packaged_specs
 from sktransfer.exceptions import LicenseWarning
 
@@ -131,7 +131,7 @@ def license_restriction(license_: str | None) -> str | None:
     return None
 
 
-def record_provenance(estimator: Any, backbone: Any) -> None:
+def record_provenance(estimator: Any, backbone: Backbone) -> None:
     """Set a fitted estimator's ``license_`` and ``weights_source_`` from its backbone, and
     warn (once) when the licence may forbid its use."""
     estimator.license_ = backbone.license

@@ -11,7 +11,10 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sktransfer.backbones._contract import Backbone
 
 logger = logging.getLogger("sktransfer")
 
@@ -27,7 +30,7 @@ def load_once(key: Hashable, load: Callable[[], T]) -> T:
 
     Clones, unpickled copies and grid-search candidates with the same identity share one copy.
     """
-    backbone = _LOADED.get(key)
+    backbone: T | None = _LOADED.get(key)
     if backbone is not None:
         return backbone
     with _LOCK:
@@ -84,7 +87,7 @@ def resolve_precision(precision: str, device: str) -> str:
 MIN_PRECISION_COSINE = {"text": 0.9999, "image": 0.999}
 
 
-def faithful_precision(backbone: Any, precision: str, resolved: str) -> str:
+def faithful_precision(backbone: Backbone, precision: str, resolved: str) -> str:
     """``resolved``, or float32 when ``precision="auto"`` chose a reduced precision that
     this model does not compute faithfully.
 

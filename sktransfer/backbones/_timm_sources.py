@@ -42,8 +42,8 @@ def find_origin(model: str, weights: str) -> Origin:
     spec = get_backbone_spec(model, "timm")
     if spec is not None:
         where = f" (from {spec.requires})" if spec.requires else ""
-        return Origin(spec.architecture, spec.license, f"registered weights '{model}'{where}",
-                      spec.load)
+        return Origin(spec.architecture or model, spec.license,
+                      f"registered weights '{model}'{where}", spec.load)
     if model.startswith("hf-hub:") or Path(model).expanduser().is_dir():
         folder = (
             hf_snapshot(model.removeprefix("hf-hub:"), local_hint=_local_hint())

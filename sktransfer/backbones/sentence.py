@@ -8,7 +8,7 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,14 +40,14 @@ class SentenceBackbone:
     precision_checks: dict[str, float] = field(default_factory=dict, repr=False)
     _unnormalized: Any = field(default=None, repr=False)
 
-    modality = "text"
+    modality: ClassVar[str] = "text"
 
     def precision_cosine(self, precision: str) -> float:
         """The smallest cosine between this model's embeddings of ``PROBE_TEXTS`` at
         ``precision`` and at float32."""
-        options = {"batch_size": len(PROBE_TEXTS), "normalize": True}
-        return min_cosine(self.encode(PROBE_TEXTS, precision="float32", **options),
-                          self.encode(PROBE_TEXTS, precision=precision, **options))
+        return min_cosine(*(self.encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS),
+                                        normalize=True, precision=each)
+                            for each in ("float32", precision)))
 
     @property
     def n_features(self) -> int:
@@ -59,7 +59,8 @@ class SentenceBackbone:
 
     @property
     def max_seq_length(self) -> int | None:
-        return self.model.max_seq_length
+        length = self.model.max_seq_length
+        return None if length is None else int(length)
 
     def output_dims(self, layers: Layers = (None,), pooling: str = "mean") -> list[int]:
         """Text models have one output: the sentence embedding."""
@@ -123,7 +124,7 @@ class SentenceBackbone:
         out = model.encode(texts, batch_size=batch_size, normalize_embeddings=normalize,
                            show_progress_bar=False, convert_to_numpy=False,
                            convert_to_tensor=True)
-        return out.float().cpu().numpy()
+        return np.asarray(out.float().cpu().numpy())
 
     def _without_normalize(self) -> Any:
         """The model's modules up to its final Normalize (the same module objects, no copy).
@@ -177,7 +178,7 @@ def tokenize(model: Any, texts: list[str]) -> dict[str, Any]:
     """The model's input features for ``texts`` (``preprocess`` in sentence-transformers 5+,
     ``tokenize`` before it)."""
     prepare = getattr(model, "preprocess", None) or model.tokenize
-    return prepare(texts)
+    return dict(prepare(texts))
 
 
 def _pad_to(features: dict[str, Any], width: int, pad_id: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ class TimmBackbone:
     engines: dict[Any, Any] = field(default_factory=dict, repr=False)
     precision_checks: dict[str, float] = field(default_factory=dict, repr=False)
 
-    modality = "image"
+    modality: ClassVar[str] = "image"
 
     def precision_cosine(self, precision: str) -> float:
         """The smallest cosine between this model's pooled features of real photos (the
@@ -161,7 +161,8 @@ class TimmBackbone:
     def features(self, x: Any, layers: Layers, pooling: str) -> Any:
         """The pooled, concatenated features of ``layers`` as a torch tensor (traceable)."""
         model = self.model
-        inner = sorted({self.normalize_layer(layer) for layer in layers if layer is not None})
+        inner = sorted({index for layer in layers
+                        if (index := self.normalize_layer(layer)) is not None})
         pooled: dict[int | None, Any] = {}
         final = None
         if inner:
@@ -259,7 +260,7 @@ def get_timm_backbone(model: str, weights: str, device: str, *,
 _FOLDER_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 
 
-def _stamp(path: Path) -> tuple:
+def _stamp(path: Path) -> tuple[Any, ...]:
     """What identifies a file's current content without reading it."""
     path = path.expanduser().resolve()
     try:
@@ -345,7 +346,7 @@ def _data_config(net: Any, kwargs: dict[str, Any],
         config[key] = tuple(value) if isinstance(value, list) else value
     check_input_size(config, "preprocessing" if {"input_size", "crop_pct"} & set(preprocessing)
                      else "the model's configuration (model_args, config.json)")
-    patch_embed = getattr(net, "patch_embed", None)
+    patch_embed: Any = getattr(net, "patch_embed", None)
     if (getattr(patch_embed, "strict_img_size", False) and not getattr(
             net, "dynamic_img_size", False)
             and tuple(patch_embed.img_size) != tuple(config["input_size"][1:])):

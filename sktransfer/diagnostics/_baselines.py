@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
 
 from sktransfer._decode import load_image
 from sktransfer._images import decoded_batches
-from sktransfer._input import image_items
+from sktransfer._input import check_input_shape
+from sktransfer.modality import IMAGES
 
 _BATCH = 64
 
@@ -19,15 +21,23 @@ _BATCH = 64
 class _ImageFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Decode each image (same rules as ImageEmbedder) and compute a fixed-size vector."""
 
-    _learns_nothing = True  # fit records settings only: features can be computed once
+    learns_nothing = True  # fit records settings only: features can be computed once
 
     def fit(self, X: Any, y: Any = None) -> _ImageFeatures:
+        """Check the parameters and that X holds images (nothing is learned)."""
         self._validate_params()
-        self._n_features_out = self._width()
+        self._items(X, reset=True)
+        self.n_features_out_ = self._width()
         return self
 
+    def _items(self, X: Any, *, reset: bool) -> list[Any]:
+        items = IMAGES.items(X)
+        check_input_shape(self, X, reset=reset)
+        return items
+
     def transform(self, X: Any) -> np.ndarray:
-        items = image_items(X)
+        check_is_fitted(self, "n_features_out_")
+        items = self._items(X, reset=False)
         out = np.empty((len(items), self._width()), dtype=np.float32)
         for positions, features, _ in decoded_batches(
                 lambda position: self._features(load_image(items[position])),
@@ -48,7 +58,8 @@ class DownsampledPixels(_ImageFeatures):
     (2, 64)
     """
 
-    _parameter_constraints: ClassVar[dict] = {"size": [Interval(Integral, 1, None, closed="left")]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "size": [Interval(Integral, 1, None, closed="left")]}
 
     def __init__(self, size: int = 32):
         self.size = size
@@ -74,7 +85,8 @@ class ColorHistogram(_ImageFeatures):
     array([[1., 0., 0., 0., 1., 0., 0., 0., 1., 0., 0., 0.]], dtype=float32)
     """
 
-    _parameter_constraints: ClassVar[dict] = {"bins": [Interval(Integral, 2, 256, closed="both")]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "bins": [Interval(Integral, 2, 256, closed="both")]}
 
     def __init__(self, bins: int = 16):
         self.bins = bins

@@ -51,7 +51,7 @@ def fold_scores(model: Any, X: Any, y: Any, splits: list, head: Any, scoring: st
 
     ``model=None``: X already holds features, the head alone is scored. A transformer that
     learns nothing in ``fit`` (frozen sktransfer embedders, the image baselines: they say so
-    with ``_learns_nothing = True``) transforms X once and only the head is cross-validated:
+    with ``learns_nothing = True``) transforms X once and only the head is cross-validated:
     the same numbers as a full pipeline per fold, without repeated embedding. Any other
     transformer runs in a pipeline with the head; a full estimator (with ``predict``) runs as
     it is.
@@ -61,7 +61,7 @@ def fold_scores(model: Any, X: Any, y: Any, splits: list, head: Any, scoring: st
     y = np.asarray(y)
     if model is None:
         estimator, data = head, X
-    elif getattr(model, "_learns_nothing", False):
+    elif getattr(model, "learns_nothing", False):
         features = clone(model).fit_transform(X)
         estimator, data = head, features
     elif hasattr(model, "predict"):

@@ -45,7 +45,8 @@ class CORAL(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     array([1., 1., 1.])
     """
 
-    _parameter_constraints: ClassVar[dict] = {"reg": [Interval(Real, 0, None, closed="left")]}
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "reg": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(self, reg: float = 1.0):
         self.reg = reg

@@ -148,8 +148,8 @@ def transfer_report(
         raise ValueError(f"names used as both candidate and baseline: {sorted(overlap)}")
     head, scoring = supervised_defaults(y, head, scoring)
     splits = fixed_splits(X, y, cv, groups)
-    n_train = np.mean([len(train) for train, _ in splits])
-    n_test = np.mean([len(test) for _, test in splits])
+    n_train = float(np.mean([len(train) for train, _ in splits]))
+    n_test = float(np.mean([len(test) for _, test in splits]))
 
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}

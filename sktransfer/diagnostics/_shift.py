@@ -80,7 +80,7 @@ def domain_shift(X_source: Any, X_target: Any, embedder: Any = None, *, n_permut
 
     Returns
     -------
-    DomainShift
+    shift : DomainShift
 
     Examples
     --------

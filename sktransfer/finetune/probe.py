@@ -10,7 +10,7 @@ probe's decision function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,8 @@ class FeatureStore:
     row on first use, from un-augmented inputs. Valid while no backbone parameter has
     changed: the caller stops using it once one has."""
 
-    def __init__(self, net: Any, batches: Callable[..., Any], items: list[Any], device: str):
+    def __init__(self, net: Any, batches: Callable[..., Any], items: Sequence[Any],
+                 device: str):
         self.net, self.batches, self.items, self.device = net, batches, items, device
         self._rows: dict[int, np.ndarray] = {}
 
@@ -38,7 +39,8 @@ class FeatureStore:
             was_training = self.net.training
             self.net.eval()
             with torch.inference_mode():
-                for positions, inputs in self.batches(self.items, missing, None, self.device):
+                for positions, inputs in self.batches(self.items, missing, rng=None,
+                                                      device=self.device):
                     vectors = self.net.embed(inputs).float().cpu().numpy()
                     self._rows.update(zip((int(p) for p in positions), vectors, strict=True))
             self.net.train(was_training)
@@ -127,4 +129,5 @@ def calibrate(logits: np.ndarray, y: np.ndarray,
         loss = log_loss(y, proba, labels=labels, sample_weight=weights)
         if best is None or loss < best[2]:
             best = (float(temperature), proba, float(loss))
+    assert best is not None  # the grid is not empty
     return best

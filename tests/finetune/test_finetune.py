@@ -17,8 +17,9 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV
 
 from sktransfer import InputError
-from sktransfer._training import Run
 from sktransfer.finetune import FineTunedImageClassifier, FineTunedTextClassifier
+from sktransfer.finetune.targets import ClassTargets
+from sktransfer.finetune.training import TrainingRun
 
 
 def red_or_not(n=32, seed=0):
@@ -50,7 +51,7 @@ def initial_module(clf):
     """The network ``clf.fit`` starts from: the backbone's trainable copy, seeded as fit does."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(clf.random_state or 0)
-        return clf._trainable(2, pretrained=True).module
+        return clf._trainable(2).module
 
 
 def test_only_the_trainable_parameters_change():
@@ -91,7 +92,7 @@ def test_early_stopping_restores_the_best_epoch():
     assert clf.best_score_ == scores[clf.best_epoch_] == max(scores[:clf.best_epoch_ + 1])
     assert len(scores) <= clf.best_epoch_ + 1 + clf.patience
     # the kept weights really are the best epoch's: rescoring the validation split agrees
-    _, val = clf._split(np.searchsorted(clf.classes_, y))
+    _, val = ClassTargets.from_labels(y).split(clf.validation_fraction, 0)
     assert -log_loss(y[val], clf.predict_proba(X[val])) == pytest.approx(
         clf.best_score_, rel=1e-4, abs=1e-5)
 
@@ -100,7 +101,7 @@ def test_without_early_stopping_the_last_epoch_is_kept():
     X, y = red_or_not(64)
     clf = tiny(max_epochs=4, lr=0.05, early_stopping=False).fit(X, y)
     assert clf.best_epoch_ == 4 and len(clf.history_) == 5
-    _, val = clf._split(np.searchsorted(clf.classes_, y))
+    _, val = ClassTargets.from_labels(y).split(clf.validation_fraction, 0)
     assert log_loss(y[val], clf.predict_proba(X[val])) == pytest.approx(
         clf.history_[-1]["val_log_loss"], rel=1e-4, abs=1e-5)
 
@@ -178,8 +179,8 @@ def test_undecodable_images_fail_before_training(bad_files, monkeypatch):
     items = list(X)
     items[7] = bad_files["truncated"]
     calls = []
-    monkeypatch.setattr(Run, "train_epoch", lambda *a, **k: calls.append(1) or 0.0)
-    monkeypatch.setattr(Run, "start", lambda *a, **k: calls.append(1) or (0.0, 0.0))
+    monkeypatch.setattr(TrainingRun, "train_epoch", lambda *a, **k: calls.append(1) or 0.0)
+    monkeypatch.setattr(TrainingRun, "start", lambda *a, **k: calls.append(1) or (0.0, 0.0))
     with pytest.raises(InputError, match=r"row 7: .*truncated"):
         tiny().fit(items, y)
     assert calls == []
@@ -242,7 +243,7 @@ def test_epoch_zero_is_the_logistic_regression_on_frozen_features():
     embedder = ImageEmbedder(TINY_CNN, weights="random", backend="torch", precision="float32",
                              decode="full", device="cpu")
     features = embedder.fit_transform(X)
-    from sktransfer._probe import PROBE_CS
+    from sktransfer.finetune.probe import PROBE_CS
 
     expected = [make_pipeline(*scaler, LogisticRegression(C=C, max_iter=3000))
                 .fit(features, y).predict_proba(features)
@@ -253,7 +254,7 @@ def test_epoch_zero_is_the_logistic_regression_on_frozen_features():
 
 
 def test_probabilities_are_calibrated_on_validation_by_a_temperature():
-    from sktransfer._probe import calibrate
+    from sktransfer.finetune.probe import calibrate
 
     logits = np.array([[4.0, -4.0], [3.0, -3.0], [-5.0, 5.0], [2.0, -2.0]])
     y = np.array([0, 1, 1, 0])  # one confident mistake: a high temperature is better
@@ -290,15 +291,15 @@ def test_scoring_follows_scikit_learn():
 
 
 def test_learning_rates_warm_up_from_each_groups_unfreezing_then_follow_a_cosine():
-    clf = tiny(max_epochs=4, warmup_epochs=1.0)
-    assert clf._schedule(0.0) == pytest.approx(0.0, abs=2e-3)
-    assert clf._schedule(0.5) == pytest.approx(0.5 * 0.5 * (1 + np.cos(np.pi * 0.5 / 4)),
+    schedule = tiny(max_epochs=4, warmup_epochs=1.0)._recipe().schedule
+    assert schedule(0.0) == pytest.approx(0.0, abs=2e-3)
+    assert schedule(0.5) == pytest.approx(0.5 * 0.5 * (1 + np.cos(np.pi * 0.5 / 4)),
                                                rel=1e-2)
-    assert clf._schedule(1.0) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
-    assert clf._schedule(2.25, start=2.0) == pytest.approx(
+    assert schedule(1.0) == pytest.approx(0.5 * (1 + np.cos(np.pi / 4)))
+    assert schedule(2.25, start=2.0) == pytest.approx(
         0.25 * 0.5 * (1 + np.cos(np.pi * 2.25 / 4)), rel=1e-2)  # a group unfrozen at epoch 2
-    assert clf._schedule(4.0) == pytest.approx(0.0, abs=1e-12)
-    assert tiny(warmup_epochs=0)._schedule(0.0) == 1.0
+    assert schedule(4.0) == pytest.approx(0.0, abs=1e-12)
+    assert tiny(warmup_epochs=0)._recipe().schedule(0.0) == 1.0
 
 
 def test_head_only_epochs_reuse_the_frozen_features_when_inputs_are_not_augmented(
@@ -353,7 +354,7 @@ def test_fine_tuned_image_embeddings_for_any_estimator():
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).transform(X[:6]), out)
     full = clone(embedder).set_params(n_components=None).fit(X, y)
     assert full.transform(X[:2]).shape == (2, 256) and full.pca_ is None
-    with pytest.raises(ValueError, match="needs y"):
+    with pytest.raises(ValueError, match="requires y to be passed"):
         clone(embedder).fit(X)
     with pytest.raises(ValueError, match="n_components=500 exceeds"):
         clone(embedder).set_params(n_components=500).fit(X, y)

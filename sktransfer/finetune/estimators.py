@@ -1,0 +1,548 @@
+"""Fine-tuning as scikit-learn estimators: classifiers, and embedders that hand fine-tuned
+features to any estimator.
+
+The estimators hold parameters and documentation, and set every fitted attribute in one
+place (``_fine_tune``). What differs between images and texts comes from the modality
+(:mod:`sktransfer.modality`): images come from the shared pipeline, so a fine-tuned model sees
+exactly the pixels :class:`~sktransfer.ImageEmbedder` sees. The network, its layer groups and
+its head come from the backbone (``Backbone.trainable``); the epochs are one
+:class:`~sktransfer.finetune.training.TrainingRun`.
+
+Parameters are dataclass fields (``_base.parameters``), each declared once where it belongs:
+the shared recipe, the kind of input, the embedders' projection. This module imports torch
+(``import sktransfer`` does not).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import field
+from numbers import Integral, Real
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.metrics import get_scorer_names
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from sktransfer._base import parameters
+from sktransfer.backbones._contract import ImageBackbone, TextBackbone, Trainable
+from sktransfer.backbones._registry import record_provenance
+from sktransfer.finetune.targets import ClassTargets
+from sktransfer.finetune.training import Batches, Recipe, TrainingRun
+from sktransfer.modality import IMAGES, TEXTS, Modality
+
+logger = logging.getLogger("sktransfer")
+
+B = TypeVar("B", ImageBackbone, TextBackbone)  # the backbone of a kind of input
+
+
+@parameters
+class FineTuning(BaseEstimator, Generic[B]):
+    """The shared fine-tuning recipe (see :mod:`sktransfer.finetune.training`).
+
+    A subclass for each kind of input sets ``_modality``, the default ``model`` and its
+    own parameters, and provides ``_backbone()`` and ``_trainable(backbone, n_classes)``.
+    """
+
+    model: str = field(default="", kw_only=False)
+    max_epochs: int = 8
+    head_init: str = "probe"
+    head_epochs: int = 0
+    unfreeze_every: int = 1
+    unfreeze_depth: int | None = None
+    lr: float = 1e-4
+    backbone_lr_ratio: float = 1.0
+    layer_decay: float = 0.7
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    class_weight: str | dict[Any, float] | None = None
+    batchnorm: str = "frozen"
+    validation_fraction: float = 0.15
+    scoring: Any = None
+    early_stopping: bool = False
+    patience: int = 5
+    batch_size: int = 32
+    device: str = "auto"
+    random_state: int | None = None
+    progress: bool = False
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "model": [str],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "head_init": [StrOptions({"probe", "random"})],
+        "head_epochs": [Interval(Integral, 0, None, closed="left")],
+        "unfreeze_every": [Interval(Integral, 1, None, closed="left")],
+        "unfreeze_depth": [None, Interval(Integral, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "backbone_lr_ratio": [Interval(Real, 0, 1, closed="right")],
+        "layer_decay": [Interval(Real, 0, 1, closed="right")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+        "batchnorm": [StrOptions({"frozen", "train"})],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "scoring": [None, StrOptions(set(get_scorer_names())), callable],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": [None, Interval(Integral, 0, None, closed="left")],
+        "progress": ["boolean"],
+    }
+    _modality: ClassVar[Modality]
+    _reuse_frozen = True  # False runs the frozen layers every epoch (to measure the gain)
+
+    # ---- what a kind of input provides ---------------------------------------------------
+    def _backbone(self) -> B:
+        raise NotImplementedError
+
+    def _trainable(self, n_classes: int, *, for_unpickling: bool = False) -> Trainable:
+        raise NotImplementedError
+
+    def _fitted_input(self, backbone: B) -> dict[str, Any]:
+        """Fitted attributes that prediction needs from the backbone, so that a pickled
+        estimator predicts without loading pretrained weights (none by default)."""
+        return {}
+
+    @property
+    def _augments(self) -> bool:
+        return False
+
+    def _batches(self, data_config: dict[str, Any] | None) -> Batches:
+        """``batches(items, order, *, rng, device)`` for this estimator's inputs (images
+        need the model's ``data_config``)."""
+        return functools.partial(self._modality.training_batches, batch_size=self.batch_size,
+                                 data_config=data_config)
+
+    # ---- fit ------------------------------------------------------------------------------
+    def _fine_tune(self, X: Any, y: Any) -> list[Any]:
+        """Fine-tune on (X, y); every input problem is reported before training starts.
+        Every fitted attribute is set here."""
+        from sktransfer.backbones._runtime import resolve_device
+
+        self._validate_params()
+        targets = ClassTargets.from_labels(y, self.class_weight)
+        items = self._modality.items(X)
+        targets.check_length(len(items))
+        train_rows, val_rows = targets.split(self.validation_fraction, self.random_state)
+        device = resolve_device(self.device)
+        backbone = self._backbone()
+        fitted_input = self._fitted_input(backbone)
+        data_config = fitted_input.get("data_config_")
+        self._modality.check_rows(items, data_config)  # every bad row fails here
+        seed = 0 if self.random_state is None else self.random_state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            trainable = self._trainable(len(targets.classes))
+            run = TrainingRun(self._recipe(), trainable, self._batches(data_config), items, targets,
+                              train_rows, val_rows, device)
+            result = run.fit(np.random.default_rng(seed))
+        self.classes_ = targets.classes
+        self.net_ = result.net
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.best_score_ = result.best_score
+        self.temperature_ = result.temperature
+        self.n_layer_groups_ = result.n_layer_groups
+        for name, value in fitted_input.items():
+            setattr(self, name, value)
+        record_provenance(self, backbone)
+        return items
+
+    def _recipe(self) -> Recipe:
+        """The parameters a training run reads."""
+        return Recipe(
+            name=type(self).__name__, max_epochs=self.max_epochs, head_init=self.head_init,
+            head_epochs=self.head_epochs, unfreeze_every=self.unfreeze_every,
+            unfreeze_depth=self.unfreeze_depth, lr=self.lr,
+            backbone_lr_ratio=self.backbone_lr_ratio, layer_decay=self.layer_decay,
+            weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
+            batchnorm=self.batchnorm, scoring=self.scoring,
+            early_stopping=self.early_stopping, patience=self.patience,
+            batch_size=self.batch_size, progress=self.progress, augment=self._augments,
+            reuse_frozen=self._reuse_frozen)
+
+    # ---- outputs --------------------------------------------------------------------------
+    def _outputs(self, items: list[Any], *, features: bool) -> np.ndarray:
+        """Class probabilities, or the penultimate features, of ``items``."""
+        from sktransfer.backbones._runtime import resolve_device
+
+        check_is_fitted(self, "net_")
+        device = resolve_device(self.device)
+        self.net_.to(device).eval()
+        out = []
+        with torch.inference_mode():
+            batches = self._batches(getattr(self, "data_config_", None))  # None for text
+            for _, inputs in batches(items, np.arange(len(items)), rng=None, device=device):
+                if features:
+                    out.append(self.net_.embed(inputs).float().cpu().numpy())
+                else:  # probabilities at the temperature calibrated on validation
+                    logits = self.net_(inputs).float() / self.temperature_
+                    out.append(torch.softmax(logits, 1).cpu().numpy())
+        return np.concatenate(out)
+
+    # ---- pickling: weights travel as safetensors bytes ------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        net = state.pop("net_", None)
+        if net is not None:
+            from safetensors.torch import save
+
+            state["_net_safetensors"] = save({k: v.contiguous() for k, v in
+                                              net.state_dict().items()})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        blob = state.pop("_net_safetensors", None)
+        self.__dict__.update(state)
+        if blob is not None:
+            from safetensors.torch import load
+
+            net = self._trainable(len(self.classes_), for_unpickling=True).module
+            net.load_state_dict(load(blob))
+            net.eval()
+            self.net_ = net
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+class FineTunedClassifier(ClassifierMixin, FineTuning[Any]):
+    """A fine-tuned network as a scikit-learn classifier."""
+
+    def fit(self, X: Any, y: Any) -> FineTunedClassifier:
+        """Fine-tune on (X, y); every input problem is reported before training starts."""
+        self._fine_tune(X, y)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        check_is_fitted(self, "net_")
+        return self._outputs(self._modality.items(X), features=False)
+
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self.predict_proba(X)  # first: an unfitted estimator has no classes_
+        return np.asarray(self.classes_[proba.argmax(axis=1)])
+
+
+@parameters
+class FineTunedEmbedder(TransformerMixin, FineTuning[Any]):
+    """Fine-tuned penultimate features as a scikit-learn transformer (optionally PCA'd)."""
+
+    n_components: int | None = None
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **FineTuning._parameter_constraints,
+        "n_components": [None, Interval(Integral, 1, None, closed="left")]}
+
+    def fit(self, X: Any, y: Any = None) -> FineTunedEmbedder:
+        """Fine-tune on (X, y), then fit the PCA (if any) on the training features."""
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        items = self._fine_tune(X, y)
+        features = self._outputs(items, features=True)
+        self.pca_ = None
+        if self.n_components is not None:
+            if self.n_components > min(features.shape):
+                raise ValueError(f"n_components={self.n_components} exceeds what "
+                                 f"{features.shape[0]} samples of {features.shape[1]} "
+                                 "features allow")
+            self.pca_ = PCA(self.n_components, random_state=self.random_state).fit(features)
+            features = self.pca_.transform(features)
+        self.n_features_out_ = features.shape[1]
+        return features.astype(np.float32)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The fine-tuned network's penultimate features (PCA-projected with
+        ``n_components``), float32."""
+        check_is_fitted(self, "net_")
+        features = self._outputs(self._modality.items(X), features=True)
+        if self.pca_ is not None:
+            features = self.pca_.transform(features)
+        return features.astype(np.float32)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "n_features_out_")
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
+
+
+@parameters
+class ImageFineTuning(FineTuning[ImageBackbone]):
+    """Fine-tuning a timm network: its parameters, and its backbone from ``IMAGES``."""
+
+    model: str = field(default=IMAGES.default_model, kw_only=False)
+    weights: str = "pretrained"
+    model_args: dict[str, Any] | None = None
+    preprocessing: dict[str, Any] | None = None
+    weights_license: str | None = None
+    augment: bool = False
+
+    _modality = IMAGES
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **FineTuning._parameter_constraints,
+        **IMAGES.backbone_constraints,
+        "augment": ["boolean"],
+    }
+
+    @property
+    def _augments(self) -> bool:
+        return self.augment
+
+    def _fitted_input(self, backbone: ImageBackbone) -> dict[str, Any]:
+        return {"data_config_": backbone.data_config, "model_args_": backbone.model_args}
+
+    def _backbone(self, weights: str | None = None,
+                  model_args: dict[str, Any] | None = None) -> ImageBackbone:
+        return IMAGES.load_backbone(self.model, device=self.device,
+                                    weights=weights or self.weights,
+                                    model_args=model_args or self.model_args,
+                                    preprocessing=self.preprocessing,
+                                    license=self.weights_license)
+
+    def _trainable(self, n_classes: int, *, for_unpickling: bool = False) -> Trainable:
+        if not for_unpickling:
+            return self._backbone().trainable(n_classes)
+        # Unpickling needs the fitted architecture only (with the arguments it was built
+        # with, an img_size read from the checkpoint included): random weights, never a
+        # download, since the learned weights are loaded next.
+        return self._backbone("random", self.model_args_).trainable(n_classes)
+
+
+@parameters
+class TextFineTuning(FineTuning[TextBackbone]):
+    """Fine-tuning a sentence-transformers model: its parameters, and its backbone from
+    ``TEXTS``."""
+
+    model: str = field(default=TEXTS.default_model, kw_only=False)
+    max_length: int = 128
+
+    _modality = TEXTS
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **FineTuning._parameter_constraints,
+        "max_length": [Interval(Integral, 8, None, closed="left")],
+    }
+
+    def _backbone(self) -> TextBackbone:
+        return TEXTS.load_backbone(self.model, device=self.device)
+
+    def _trainable(self, n_classes: int, *, for_unpickling: bool = False) -> Trainable:
+        # sentence-transformers builds a model from its folder only, weights included.
+        return self._backbone().trainable(n_classes, max_length=self.max_length)
+
+
+@parameters
+class FineTunedImageClassifier(ImageFineTuning, FineTunedClassifier):
+    """Fine-tune a pretrained timm network as a scikit-learn classifier.
+
+    Fine-tuning starts where frozen features end: the new head is a logistic regression fitted
+    on the frozen features of the training split (epoch 0), then layer groups are unfrozen
+    from the top. See docs/finetuning.md.
+
+    Parameters
+    ----------
+    model : str, default="tf_efficientnet_lite0.packaged"
+        As for :class:`ImageEmbedder`: a registered name, a timm name, or a timm folder.
+    weights : str, default="pretrained"
+        ``"pretrained"``, ``"random"`` (training from scratch) or a checkpoint path (its
+        classifier head, of any size, is ignored: the new head is trained).
+    model_args, preprocessing, weights_license : dict, dict, str or None, default=None
+        As for :class:`ImageEmbedder`: arguments for ``timm.create_model``, overrides of
+        the data config, and the licence of a weights file.
+    max_epochs : int, default=8
+        Training epochs after the linear probe (0: the probe alone).
+    head_init : {"probe", "random"}, default="probe"
+        ``"probe"``: the head starts as a logistic regression fitted exactly on the frozen
+        features, raw or standardised and with ``C`` from 1e-3 to 100, whichever has the best
+        5-fold cross-validated log-loss on the training split (class-weighted as
+        ``class_weight`` says).
+        ``"random"``: timm's initialisation.
+    head_epochs : int, default=0
+        Training epochs of the head alone before any backbone group is unfrozen.
+    unfreeze_every : int, default=1
+        Epochs between unfreezing one more layer group, from the top.
+    unfreeze_depth : int or None, default=None
+        At most this many backbone groups are ever unfrozen (0: head only; None: all of
+        them, eventually).
+    lr : float, default=1e-4
+        Peak learning rate of the head (AdamW). Small, since the head starts as the probe;
+        with ``head_init="random"``, 1e-3 suits a new head better.
+    backbone_lr_ratio : float, default=1.0
+        The top backbone group learns at ``lr * backbone_lr_ratio``.
+    layer_decay : float, default=0.7
+        Each group below learns at this fraction of the rate of the group above it.
+    weight_decay : float, default=1e-4
+    warmup_epochs : float, default=1.0
+        Every learning rate rises linearly from 0 over this many epochs, then follows a
+        cosine down to 0 at ``max_epochs``.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the loss, the probe and the validation log-loss, as in
+        scikit-learn (``"balanced"``: inversely proportional to class frequencies).
+    batchnorm : {"frozen", "train"}, default="frozen"
+        ``"frozen"`` keeps BatchNorm running statistics as pretrained; ``"train"`` updates
+        them in unfrozen groups.
+    validation_fraction : float, default=0.15
+        Stratified share of the training data that scores every epoch.
+    scoring : str, callable or None, default=None
+        How epochs are compared on the validation split: a scikit-learn scorer name or
+        callable (``scorer(estimator, X, y)``, greater is better). None: the negative
+        log-loss, class-weighted as ``class_weight`` says. Ties are broken by that log-loss.
+    early_stopping : bool, default=False
+        False: train ``max_epochs`` and keep the last epoch, where the cosine schedule has
+        annealed (on ELPV it beat every selection rule we tried: docs/finetuning.md). True:
+        keep the best epoch, the probe included, where an epoch must beat the kept one by
+        more than the validation noise; stop after ``patience`` epochs without one. That
+        guards against negative transfer, at the price of a noisy choice on small splits.
+    patience : int, default=5
+    augment : bool, default=False
+        Random crops (from the model's resize size to its input size) and horizontal flips.
+        Off by default: on ELPV it cost 2-4 points of balanced accuracy (docs/finetuning.md);
+        try it on natural photos with more data. Without augmentation, head-only epochs
+        reuse the frozen features (computed once).
+    batch_size : int, default=32
+    device : str, default="auto"
+    random_state : int or None, default=None
+        Seed for initialisation, the validation split, shuffling and augmentation: a fixed
+        seed gives identical results on the same machine.
+    progress : bool, default=False
+        Print a line per epoch with the training loss and the validation scores.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    history_ : list of dict
+        Per epoch (0 is the probe): unfrozen groups, training loss, validation score,
+        log-loss and balanced accuracy, learning rates.
+    best_epoch_ : int
+        The epoch whose weights were kept (0: the probe).
+    best_score_ : float
+        Its validation score.
+    n_layer_groups_ : int
+        Backbone layer groups (timm's coarse groups).
+    license_ : str
+        Licence of the pretrained weights (a warning says when it restricts use).
+    weights_source_ : str
+        Where the weights came from (a file's resolved path, a registered name, ...).
+    data_config_ : dict
+        The model's timm preprocessing (input size, interpolation, crop, mean, std): what
+        :class:`ImageEmbedder` uses for the same model. Kept, so that predicting after
+        unpickling loads no pretrained weights.
+    model_args_ : dict
+        The arguments the network was built with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.finetune import FineTunedImageClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.arange(40) % 2
+    >>> X[y == 1, :, :, 0] = 255
+    >>> clf = FineTunedImageClassifier("test_efficientnet", weights="random", max_epochs=2,
+    ...                                random_state=0).fit(X, y)
+    >>> clf.predict(X[:4]).tolist(), len(clf.history_)
+    ([0, 1, 0, 1], 3)
+    """
+
+
+@parameters
+class FineTunedImageEmbedder(ImageFineTuning, FineTunedEmbedder):
+    """Fine-tune a timm network on (X, y) in ``fit``; ``transform`` gives its fine-tuned
+    penultimate features, for any scikit-learn estimator.
+
+    Target-aware embeddings inside a Pipeline: in cross-validation the network is fine-tuned
+    on the training fold only, so no label of a test fold leaks into the features. The
+    parameters are those of :class:`FineTunedImageClassifier`, plus ``n_components``.
+
+    Parameters
+    ----------
+    n_components : int or None, default=None
+        Project the features onto this many principal components (a PCA fitted in ``fit``
+        on the training features), as MulTaBench and TabPFN's image extension do.
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        Width of the output.
+    pca_ : PCA or None
+        The fitted projection.
+
+    Besides those of :class:`FineTunedImageClassifier`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.ensemble import HistGradientBoostingClassifier
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sktransfer.finetune import FineTunedImageEmbedder
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.arange(40) % 2
+    >>> X[y == 1, :, :, 0] = 255
+    >>> model = make_pipeline(FineTunedImageEmbedder("test_efficientnet", weights="random",
+    ...                                              max_epochs=1, n_components=8),
+    ...                       HistGradientBoostingClassifier()).fit(X, y)
+    >>> model[0].transform(X[:3]).shape
+    (3, 8)
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **ImageFineTuning._parameter_constraints, **FineTunedEmbedder._parameter_constraints}
+
+
+@parameters
+class FineTunedTextClassifier(TextFineTuning, FineTunedClassifier):
+    """Fine-tune a pretrained sentence-transformers model as a scikit-learn classifier.
+
+    A linear head on the model's sentence embedding, started as a logistic regression on the
+    frozen embeddings; layer groups are the word embeddings and each transformer encoder
+    layer, unfrozen from the top. Parameters are those of :class:`FineTunedImageClassifier`
+    (without ``weights``, ``model_args``, ``preprocessing``, ``weights_license`` and
+    ``augment``), plus ``max_length`` (tokens per text). Text is never augmented, so
+    head-only epochs reuse the frozen embeddings.
+
+    Examples
+    --------
+    >>> from sktransfer.finetune import FineTunedTextClassifier
+    >>> texts = ["a wonderful film", "a moving, tender story", "brilliant and funny",
+    ...          "dull and slow", "a tedious mess", "far too long"] * 4
+    >>> y = [1, 1, 1, 0, 0, 0] * 4
+    >>> clf = FineTunedTextClassifier(max_epochs=2, random_state=0).fit(texts, y)
+    >>> clf.predict(["a wonderful, funny film", "a dull mess"]).tolist()
+    [1, 0]
+    """
+
+
+@parameters
+class FineTunedTextEmbedder(TextFineTuning, FineTunedEmbedder):
+    """Fine-tune a sentence-transformers model on (X, y) in ``fit``; ``transform`` gives its
+    fine-tuned sentence embeddings (PCA-projected with ``n_components``).
+
+    Parameters are those of :class:`FineTunedTextClassifier`, plus ``n_components`` as in
+    :class:`FineTunedImageEmbedder`.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sktransfer.finetune import FineTunedTextEmbedder
+    >>> reviews = ["a wonderful film", "a moving, tender story", "brilliant and funny",
+    ...            "dull and slow", "a tedious mess", "far too long"] * 4
+    >>> model = make_pipeline(FineTunedTextEmbedder(max_epochs=1, n_components=4,
+    ...                                             random_state=0),
+    ...                       LogisticRegression()).fit(reviews, [1, 1, 1, 0, 0, 0] * 4)
+    >>> model[0].transform(reviews[:2]).shape, model.predict(["a dull mess"]).tolist()
+    ((2, 4), [0])
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **TextFineTuning._parameter_constraints, **FineTunedEmbedder._parameter_constraints}

@@ -1,0 +1,361 @@
+"""One fine-tuning run: it owns its state, takes what it needs as arguments and returns a
+:class:`TrainingResult` from which the estimator sets its fitted attributes.
+
+The recipe (LP-FT: Kumar et al., 2022; gradual unfreezing: Howard and Ruder, 2018):
+
+0. **Start where frozen ends.** The new head is a logistic regression fitted exactly on the
+   frozen features of the training split (standardised or not and its ``C`` chosen by
+   cross-validated log-loss, class-weighted as ``class_weight`` says). That model is epoch 0,
+   the first candidate.
+1. ``head_epochs`` epochs train only the head, then one more layer group is unfrozen from the
+   top every ``unfreeze_every`` epochs, up to ``unfreeze_depth`` groups.
+2. Backbone groups learn at ``lr * backbone_lr_ratio``, each group below at ``layer_decay``
+   times the rate of the group above; every rate warms up linearly over ``warmup_epochs`` and
+   then decays along a cosine to zero at ``max_epochs``.
+3. The loss is class-weighted (``class_weight="balanced"``, as in scikit-learn).
+4. Every epoch is scored on a stratified validation split with ``scoring`` (default: the
+   class-weighted log-loss after temperature scaling, a proper score that separates epochs a
+   small split's accuracy ties, without punishing an epoch for mere over-confidence), ties
+   broken by that log-loss; with the default score an epoch replaces the kept one only when
+   it is better by more than one standard error. With ``early_stopping``, training stops
+   after ``patience`` epochs without improvement and the best epoch is restored; without it
+   (the default), the last epoch is kept. The kept epoch's temperature calibrates
+   ``predict_proba``.
+
+Head-only epochs without augmentation train on the frozen features, computed once
+(:class:`~sktransfer.finetune.probe.FeatureStore`). This module imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import balanced_accuracy_score, get_scorer
+
+from sktransfer.backbones._contract import Trainable
+from sktransfer.exceptions import TrainingDivergedError
+from sktransfer.finetune.probe import FeatureStore, calibrate, fit_probe
+from sktransfer.finetune.targets import ClassTargets
+from sktransfer.modality import Rows
+
+logger = logging.getLogger("sktransfer")
+
+MAX_GRAD_NORM = 1.0  # gradients are clipped to this norm, as transformers' Trainer does
+
+
+
+class Batches(Protocol):
+    """``(positions, inputs)`` per batch of ``items`` in ``order``, on ``device``;
+    augmented when ``rng`` is given (a modality's ``training_batches``)."""
+
+    def __call__(self, items: Sequence[Any], order: Rows, *,
+                 rng: np.random.Generator | None, device: str
+                 ) -> Iterator[tuple[list[int], Any]]: ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: the estimator's parameters that the run reads (see the module
+    docstring), plus ``name`` (the estimator's class, for messages), ``augment`` (whether
+    training batches are augmented) and ``reuse_frozen`` (False recomputes the frozen layers
+    every epoch, to measure what reusing them saves)."""
+
+    name: str
+    max_epochs: int
+    head_init: str
+    head_epochs: int
+    unfreeze_every: int
+    unfreeze_depth: int | None
+    lr: float
+    backbone_lr_ratio: float
+    layer_decay: float
+    weight_decay: float
+    warmup_epochs: float
+    batchnorm: str
+    scoring: Any
+    early_stopping: bool
+    patience: int
+    batch_size: int
+    progress: bool
+    augment: bool = False
+    reuse_frozen: bool = True
+
+    def n_unfrozen(self, step: int, n_groups: int) -> int:
+        """Backbone groups trainable in training epoch ``step`` (0-based), from the top."""
+        if step < self.head_epochs:
+            return 0
+        depth = n_groups if self.unfreeze_depth is None else min(self.unfreeze_depth, n_groups)
+        return min(depth, 1 + (step - self.head_epochs) // self.unfreeze_every)
+
+    def schedule(self, progress: float, start: float = 0.0) -> float:
+        """The learning-rate factor after ``progress`` training epochs (fractional) of a
+        parameter group that began training at epoch ``start``: a linear warm-up over
+        ``warmup_epochs`` from its start, times a cosine over the whole run."""
+        since = progress - start
+        warm = min(1.0, (since + 1e-3) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(progress / self.max_epochs, 1.0)))
+
+
+@dataclass
+class TrainingResult:
+    """What a run leaves: the network at the kept epoch, in eval mode, and its record."""
+
+    net: Any
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_score: float
+    temperature: float
+    n_layer_groups: int
+
+
+@dataclass
+class _Kept:
+    epoch: int = 0
+    score: float = -math.inf
+    temperature: float = 1.0
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingRun:
+    """One fit's training: data, splits, the frozen-feature store, the kept epoch."""
+
+    def __init__(self, recipe: Recipe, trainable: Trainable, batches: Batches,
+                 items: Sequence[Any], targets: ClassTargets, train_rows: np.ndarray,
+                 val_rows: np.ndarray, device: str):
+        self.recipe, self.items, self.targets = recipe, items, targets
+        self.net, self.groups, self.head = (trainable.module.to(device), trainable.groups,
+                                            trainable.head)
+        self.batches = batches
+        self.train_rows, self.val_rows, self.device = train_rows, val_rows, device
+        weights = targets.class_weights
+        self.loss_weights = None if weights is None else torch.as_tensor(weights,
+                                                                          device=device)
+        self.steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
+        self.store = FeatureStore(self.net, batches, items, device)
+        self.touched = False  # whether a backbone parameter has been trained yet
+        self.started: dict[str, float] = {}  # parameter group -> epoch it began training
+        self.history: list[dict[str, Any]] = []
+        self.kept = _Kept()
+        self.temperature = 1.0
+
+    def fit(self, rng: np.random.Generator) -> TrainingResult:
+        """Epoch 0, then the training epochs; the kept epoch's weights are restored."""
+        recipe = self.recipe
+        best = self.start()
+        waited, optimizer, unfrozen_before = 0, None, None
+        for epoch in range(1, recipe.max_epochs + 1):
+            n_unfrozen = recipe.n_unfrozen(epoch - 1, len(self.groups))
+            if n_unfrozen != unfrozen_before:  # a new phase: new parameter groups
+                optimizer = self.optimizer(n_unfrozen)
+                unfrozen_before = n_unfrozen
+            started = time.perf_counter()
+            loss = self.train_epoch(optimizer, rng, epoch, n_unfrozen)
+            candidate = self.evaluate(epoch, n_unfrozen, loss, optimizer,
+                                      seconds=time.perf_counter() - started)
+            better = self.better(candidate, best)
+            if better or not recipe.early_stopping:
+                waited = 0 if better else waited + 1
+                best = candidate
+                self.keep(epoch, candidate[0])
+            else:
+                waited += 1
+                if waited >= recipe.patience:
+                    break
+        self.net.load_state_dict(self.kept.state)
+        if self.kept.epoch == 0 and recipe.head_init == "probe":
+            self.refit_probe()
+        self.net.eval()
+        return TrainingResult(self.net, self.history, self.kept.epoch, self.kept.score,
+                              self.kept.temperature, len(self.groups))
+
+    def start(self) -> tuple[float, float, np.ndarray]:
+        """Epoch 0: the head from a linear probe on frozen features (or as initialised)."""
+        started = time.perf_counter()
+        if self.recipe.head_init == "probe":
+            encoded = self.targets.encoded
+            C = fit_probe(self.head, self.store.features(self.train_rows),
+                          encoded[self.train_rows], self.store.features(self.val_rows),
+                          encoded[self.val_rows], self.targets.class_weights)
+            logger.info("head initialised by a linear probe on frozen features (C=%g)", C)
+        return self.evaluate(0, 0, float("nan"), None, keep=True,
+                             seconds=time.perf_counter() - started)
+
+    def refit_probe(self) -> None:
+        """The probe was kept: refit it on every row, as the frozen baseline is fitted (the
+        validation split has done its work of choosing it)."""
+        rows = np.sort(np.concatenate([self.train_rows, self.val_rows]))
+        encoded = self.targets.encoded
+        fit_probe(self.head, self.store.features(rows), encoded[rows],
+                  self.store.features(self.val_rows), encoded[self.val_rows],
+                  self.targets.class_weights)
+
+    def optimizer(self, n_unfrozen: int) -> torch.optim.Optimizer:
+        """AdamW over the head and the top ``n_unfrozen`` groups, at their layer-decayed
+        peak rates; every other backbone parameter is frozen."""
+        recipe, groups = self.recipe, self.groups
+        param_groups: list[dict[str, Any]] = [
+            {"params": self.head, "lr": recipe.lr, "base_lr": recipe.lr, "name": "head"}]
+        for depth in range(n_unfrozen):  # depth 0 = the group just below the head
+            index = len(groups) - 1 - depth
+            rate = recipe.lr * recipe.backbone_lr_ratio * recipe.layer_decay ** depth
+            param_groups.append({"params": groups[index], "lr": rate, "base_lr": rate,
+                                 "name": f"group{index}"})
+        trainable = {id(p) for group in param_groups for p in group["params"]}
+        for group in groups:
+            for parameter in group:
+                parameter.requires_grad_(id(parameter) in trainable)
+        return torch.optim.AdamW(param_groups, weight_decay=recipe.weight_decay)
+
+    def better(self, candidate: Any, best: Any) -> bool:
+        """Whether ``candidate`` beats the kept epoch. With the default score, the mean
+        per-sample log-loss must improve by more than one standard error of the paired
+        differences: a small validation split's noise does not move the model."""
+        if self.recipe.scoring is not None:
+            return bool(candidate[:2] > best[:2])
+        gains = best[2] - candidate[2]
+        noise = gains.std(ddof=1) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
+        return float(gains.mean()) > noise
+
+    def _train_mode(self) -> None:
+        self.net.train()
+        if self.recipe.batchnorm == "frozen":  # small target sets estimate these badly
+            for module in self.net.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def train_epoch(self, optimizer: Any, rng: np.random.Generator, epoch: int,
+                    n_unfrozen: int) -> float:
+        recipe = self.recipe
+        self._train_mode()
+        self.touched = self.touched or n_unfrozen > 0
+        order = rng.permutation(self.train_rows)
+        total, count = 0.0, 0
+        for step, (positions, logits) in enumerate(self._logits(order, rng)):
+            progress = epoch - 1 + step / self.steps_per_epoch
+            for group in optimizer.param_groups:  # each group warms up from its unfreezing
+                start = self.started.setdefault(group["name"], progress)
+                group["lr"] = group["base_lr"] * recipe.schedule(progress, start)
+            batch = np.asarray(positions)
+            targets = torch.as_tensor(self.targets.encoded[batch], device=self.device)
+            loss = torch.nn.functional.cross_entropy(logits, targets, weight=self.loss_weights)
+            if not torch.isfinite(loss):
+                self._diverged(epoch, f"the training loss became {float(loss)}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for group in optimizer.param_groups for p in group["params"]], MAX_GRAD_NORM)
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        return total / max(count, 1)
+
+    def _frozen(self) -> bool:
+        """Whether the stored frozen features are still the network's penultimate ones."""
+        return not self.touched and self.recipe.reuse_frozen
+
+    def _logits(self, rows: np.ndarray, rng: np.random.Generator | None
+                ) -> Iterator[tuple[Any, Any]]:
+        """``(positions, logits)`` per batch of ``rows``: from the stored frozen features
+        while the backbone is untouched and inputs are not augmented (the frozen layers are
+        not run again), through the whole network otherwise."""
+        augment = rng is not None and self.recipe.augment
+        if self._frozen() and not augment:
+            for start in range(0, len(rows), self.recipe.batch_size):
+                chunk = rows[start:start + self.recipe.batch_size]
+                features = torch.as_tensor(self.store.features(chunk), device=self.device)
+                yield chunk, self.net.classify(features)
+            return
+        for positions, inputs in self.batches(self.items, rows,
+                                              rng=rng if augment else None,
+                                              device=self.device):
+            yield positions, self.net(inputs)
+
+    def evaluate(self, epoch: int, n_unfrozen: int, loss: float, optimizer: Any, *,
+                 seconds: float, keep: bool = False) -> tuple[float, float, np.ndarray]:
+        """Score this epoch on the validation split: ``(score, -log_loss, per-sample
+        log-losses)`` (see ``better``)."""
+        recipe, targets = self.recipe, self.targets
+        y_val = targets.encoded[self.val_rows]
+        weights = None if targets.class_weights is None else targets.class_weights[y_val]
+        temperature, proba, loss_val = calibrate(self._val_logits(epoch), y_val, weights)
+        per_sample = -np.log(np.clip(proba[np.arange(len(y_val)), y_val], 1e-15, 1.0))
+        if weights is not None:
+            per_sample = per_sample * weights * len(weights) / weights.sum()
+        if recipe.scoring is None:
+            score = -loss_val
+        else:
+            score = float(get_scorer(recipe.scoring)(
+                _EpochPredictions(targets.classes, proba, self.val_rows), self.val_rows,
+                targets.classes[y_val]))
+        record = {"epoch": epoch, "unfrozen_groups": n_unfrozen, "train_loss": loss,
+                  "val_score": score, "val_log_loss": loss_val,
+                  "val_balanced_accuracy": balanced_accuracy_score(y_val, proba.argmax(1)),
+                  "val_predicted_classes": len(np.unique(proba.argmax(1))),
+                  "temperature": temperature, "seconds": seconds,
+                  "lrs": [] if optimizer is None else  # peak rates, before the schedule
+                  [group["base_lr"] for group in optimizer.param_groups]}
+        self.history.append(record)
+        self._report(record)
+        self.temperature = temperature
+        if keep:
+            self.keep(epoch, score)
+        return score, -loss_val, per_sample
+
+    def keep(self, epoch: int, score: float) -> None:
+        """Keep the network as it is now, as the epoch just evaluated."""
+        self.kept = _Kept(epoch, score, self.temperature, copy.deepcopy(self.net.state_dict()))
+
+    def _val_logits(self, epoch: int) -> np.ndarray:
+        self.net.eval()
+        with torch.inference_mode():
+            logits = np.concatenate([logits.float().cpu().numpy()
+                                     for _, logits in self._logits(self.val_rows, None)])
+        if not np.isfinite(logits).all():
+            self._diverged(epoch, "the network's outputs on the validation split became NaN "
+                           "or infinite")
+        return logits
+
+    def _report(self, record: dict[str, Any]) -> None:
+        message = (f"epoch {record['epoch']}/{self.recipe.max_epochs}: "
+                   f"{record['unfrozen_groups']} backbone groups unfrozen, train loss "
+                   f"{record['train_loss']:.4f}, validation score {record['val_score']:.4f}, "
+                   f"validation log-loss {record['val_log_loss']:.4f}")
+        logger.info(message)
+        if self.recipe.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{self.recipe.name} {message}")
+
+    def _diverged(self, epoch: int, what: str) -> None:
+        """Training diverged: stop with an error naming the epoch and the rate, rather than
+        keep an earlier epoch silently (a rate that explodes is a setting to change, not
+        noise)."""
+        raise TrainingDivergedError(
+            f"{self.recipe.name}: fine-tuning diverged in epoch {epoch}: {what} "
+            f"(lr={self.recipe.lr:g}); lower lr (the default is 1e-4)")
+
+
+class _EpochPredictions(ClassifierMixin, BaseEstimator):
+    """The network at one epoch, as a scikit-learn scorer sees an estimator: ``X`` are row
+    numbers of the validation split, answered from its predicted probabilities."""
+
+    def __init__(self, classes: np.ndarray, proba: np.ndarray, rows: np.ndarray):
+        self.classes = classes
+        self.proba = proba
+        self.rows = rows
+        self.classes_ = classes
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.asarray(self.proba[np.searchsorted(self.rows, np.asarray(X))])
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
