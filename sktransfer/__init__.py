@@ -30,6 +30,8 @@ _LAZY = {
     "FineTunedTextClassifier": "sktransfer.finetune",
     "FineTunedImageEmbedder": "sktransfer.finetune",
     "FineTunedTextEmbedder": "sktransfer.finetune",
+    "FineTunedImageRegressor": "sktransfer.finetune",
+    "FineTunedTextRegressor": "sktransfer.finetune",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,16 +1,19 @@
 """Fine-tuning pretrained networks as scikit-learn estimators.
 
 ``estimators`` holds the public classes and sets their fitted attributes; ``training`` is one
-run of the recipe; ``probe`` the frozen features and the linear probe of epoch 0; ``targets``
-what is learned (class labels, checked row by row). Importing this package imports torch.
+run of the recipe; ``probe`` the frozen features and the linear probes of epoch 0; ``targets``
+one object per kind of target (classes, labels, real values, several tasks). Importing this
+package imports torch.
 """
 
 from sktransfer.finetune.estimators import (
     FineTunedImageClassifier,
     FineTunedImageEmbedder,
+    FineTunedImageRegressor,
     FineTunedTextClassifier,
     FineTunedTextEmbedder,
+    FineTunedTextRegressor,
 )
 
-__all__ = ["FineTunedImageClassifier", "FineTunedImageEmbedder", "FineTunedTextClassifier",
-           "FineTunedTextEmbedder"]
+__all__ = ["FineTunedImageClassifier", "FineTunedImageEmbedder", "FineTunedImageRegressor",
+           "FineTunedTextClassifier", "FineTunedTextEmbedder", "FineTunedTextRegressor"]

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.metrics import get_scorer_names
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -32,8 +32,17 @@ from sklearn.utils.validation import check_is_fitted
 from sktransfer._base import parameters
 from sktransfer.backbones._contract import ImageBackbone, TextBackbone, Trainable
 from sktransfer.backbones._registry import record_provenance
-from sktransfer.finetune.targets import ClassTargets
-from sktransfer.finetune.training import Batches, Recipe, TrainingRun
+from sktransfer.finetune.targets import (
+    ClassTargets,
+    LabelTargets,
+    Targets,
+    TaskTargets,
+    ValueTargets,
+    infer_kind,
+    is_label_indicator,
+    is_two_dimensional,
+)
+from sktransfer.finetune.training import Batches, Recipe, TrainingResult, TrainingRun
 from sktransfer.modality import IMAGES, TEXTS, Modality
 
 logger = logging.getLogger("sktransfer")
@@ -60,7 +69,6 @@ class FineTuning(BaseEstimator, Generic[B]):
     layer_decay: float = 0.7
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
-    class_weight: str | dict[Any, float] | None = None
     batchnorm: str = "frozen"
     validation_fraction: float = 0.15
     scoring: Any = None
@@ -83,7 +91,6 @@ class FineTuning(BaseEstimator, Generic[B]):
         "layer_decay": [Interval(Real, 0, 1, closed="right")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "warmup_epochs": [Interval(Real, 0, None, closed="left")],
-        "class_weight": [None, StrOptions({"balanced"}), dict],
         "batchnorm": [StrOptions({"frozen", "train"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "scoring": [None, StrOptions(set(get_scorer_names())), callable],
@@ -96,6 +103,15 @@ class FineTuning(BaseEstimator, Generic[B]):
     }
     _modality: ClassVar[Modality]
     _reuse_frozen = True  # False runs the frozen layers every epoch (to measure the gain)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each class declares the constraints of its own parameters; a class's
+        ``_parameter_constraints`` are those of all its bases and its own."""
+        super().__init_subclass__(**kwargs)
+        merged: dict[str, list[Any]] = {}
+        for base in reversed(cls.__mro__):
+            merged.update(base.__dict__.get("_parameter_constraints", {}))
+        cls._parameter_constraints = merged
 
     # ---- what a kind of input provides ---------------------------------------------------
     def _backbone(self) -> B:
@@ -119,6 +135,10 @@ class FineTuning(BaseEstimator, Generic[B]):
         return functools.partial(self._modality.training_batches, batch_size=self.batch_size,
                                  data_config=data_config)
 
+    # ---- what is learned (each kind of estimator says) -------------------------------------
+    def _encode_targets(self, y: Any) -> Targets:
+        raise NotImplementedError
+
     # ---- fit ------------------------------------------------------------------------------
     def _fine_tune(self, X: Any, y: Any) -> list[Any]:
         """Fine-tune on (X, y); every input problem is reported before training starts.
@@ -126,9 +146,16 @@ class FineTuning(BaseEstimator, Generic[B]):
         from sktransfer.backbones._runtime import resolve_device
 
         self._validate_params()
-        targets = ClassTargets.from_labels(y, self.class_weight)
+        targets = self._encode_targets(y)
         items = self._modality.items(X)
-        targets.check_length(len(items))
+        if len(targets) != len(items):
+            raise ValueError(f"X has {len(items)} samples but y has {len(targets)} rows")
+        if isinstance(targets, TaskTargets):
+            if self.scoring is not None:
+                raise ValueError(f"scoring={self.scoring!r} scores one target; several tasks "
+                                 "are compared by the mean of their normalised validation "
+                                 "losses (leave scoring=None)")
+            self._announce(targets.kinds)
         train_rows, val_rows = targets.split(self.validation_fraction, self.random_state)
         device = resolve_device(self.device)
         backbone = self._backbone()
@@ -138,21 +165,28 @@ class FineTuning(BaseEstimator, Generic[B]):
         seed = 0 if self.random_state is None else self.random_state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            trainable = self._trainable(len(targets.classes))
-            run = TrainingRun(self._recipe(), trainable, self._batches(data_config), items, targets,
-                              train_rows, val_rows, device)
+            trainable = self._trainable(targets.n_outputs)
+            run = TrainingRun(self._recipe(), trainable, self._batches(data_config), items,
+                              targets, train_rows, val_rows, device)
             result = run.fit(np.random.default_rng(seed))
-        self.classes_ = targets.classes
         self.net_ = result.net
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.best_score_ = result.best_score
-        self.temperature_ = result.temperature
         self.n_layer_groups_ = result.n_layer_groups
-        for name, value in fitted_input.items():
+        self._targets, self._calibration = targets.without_rows(), result.calibration
+        for name, value in {**fitted_input, **target_attributes(targets, result)}.items():
             setattr(self, name, value)
         record_provenance(self, backbone)
         return items
+
+    def _announce(self, kinds: dict[str, str]) -> None:
+        message = "tasks: " + ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
+        logger.info(message)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{type(self).__name__} {message}")
 
     def _recipe(self) -> Recipe:
         """The parameters a training run reads."""
@@ -168,8 +202,15 @@ class FineTuning(BaseEstimator, Generic[B]):
             reuse_frozen=self._reuse_frozen)
 
     # ---- outputs --------------------------------------------------------------------------
+    def _predict(self, X: Any) -> np.ndarray:
+        """Classes, 0/1 labels or values, decoded by the kind of target learned."""
+        check_is_fitted(self, "net_")
+        outputs = self._outputs(self._modality.items(X), features=False)
+        return self._targets.predict(outputs, self._calibration)
+
     def _outputs(self, items: list[Any], *, features: bool) -> np.ndarray:
-        """Class probabilities, or the penultimate features, of ``items``."""
+        """The head's raw outputs (logits, standardised values), or the penultimate
+        features, of ``items``."""
         from sktransfer.backbones._runtime import resolve_device
 
         check_is_fitted(self, "net_")
@@ -179,11 +220,8 @@ class FineTuning(BaseEstimator, Generic[B]):
         with torch.inference_mode():
             batches = self._batches(getattr(self, "data_config_", None))  # None for text
             for _, inputs in batches(items, np.arange(len(items)), rng=None, device=device):
-                if features:
-                    out.append(self.net_.embed(inputs).float().cpu().numpy())
-                else:  # probabilities at the temperature calibrated on validation
-                    logits = self.net_(inputs).float() / self.temperature_
-                    out.append(torch.softmax(logits, 1).cpu().numpy())
+                outputs = self.net_.embed(inputs) if features else self.net_(inputs)
+                out.append(outputs.float().cpu().numpy())
         return np.concatenate(out)
 
     # ---- pickling: weights travel as safetensors bytes ------------------------------------
@@ -203,7 +241,7 @@ class FineTuning(BaseEstimator, Generic[B]):
         if blob is not None:
             from safetensors.torch import load
 
-            net = self._trainable(len(self.classes_), for_unpickling=True).module
+            net = self._trainable(self._targets.n_outputs, for_unpickling=True).module
             net.load_state_dict(load(blob))
             net.eval()
             self.net_ = net
@@ -214,40 +252,105 @@ class FineTuning(BaseEstimator, Generic[B]):
         return tags
 
 
+@parameters
 class FineTunedClassifier(ClassifierMixin, FineTuning[Any]):
-    """A fine-tuned network as a scikit-learn classifier."""
+    """A fine-tuned network as a scikit-learn classifier: one column of classes, several 0/1
+    labels per row (a multi-label indicator), or several columns of classes
+    (multiclass-multioutput)."""
+
+    class_weight: str | dict[Any, float] | None = None
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "class_weight": [None, StrOptions({"balanced"}), dict]}
 
     def fit(self, X: Any, y: Any) -> FineTunedClassifier:
         """Fine-tune on (X, y); every input problem is reported before training starts."""
         self._fine_tune(X, y)
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, columns in the order of ``classes_``."""
+    def _encode_targets(self, y: Any) -> Targets:
+        if not is_two_dimensional(y):
+            return ClassTargets.from_labels(y, self.class_weight)
+        if np.shape(y)[1] == 1:
+            raise ValueError(f"y must be one label per sample (1-D), got shape "
+                             f"{np.shape(y)}: pass y.ravel() (or the column itself)")
+        if is_label_indicator(y):
+            return LabelTargets.from_indicator(y, self.class_weight)
+        if isinstance(self.class_weight, dict):
+            raise ValueError("class_weight for several columns of classes is None or "
+                             f"'balanced', got {self.class_weight!r}")
+        return TaskTargets.from_columns(y, kind="classification", allow_missing=False,
+                                        class_weight=self.class_weight,
+                                        estimator=type(self).__name__)
+
+    def predict_proba(self, X: Any) -> np.ndarray | list[np.ndarray]:
+        """Class probabilities, columns in the order of ``classes_``: for several labels per
+        row one column per label (its probability), for several columns of classes a list,
+        one array per column, as ``MultiOutputClassifier`` gives."""
         check_is_fitted(self, "net_")
-        return self._outputs(self._modality.items(X), features=False)
+        outputs = self._outputs(self._modality.items(X), features=False)
+        targets = self._targets
+        assert isinstance(targets, ClassTargets | LabelTargets | TaskTargets)
+        return targets.proba(outputs, self._calibration)
 
     def predict(self, X: Any) -> np.ndarray:
-        proba = self.predict_proba(X)  # first: an unfitted estimator has no classes_
-        return np.asarray(self.classes_[proba.argmax(axis=1)])
+        return self._predict(X)
+
+
+@parameters
+class FineTunedRegressor(RegressorMixin, FineTuning[Any]):
+    """A fine-tuned network as a scikit-learn regressor: one column of real values or
+    several (multi-output); ``score`` is R²."""
+
+    def fit(self, X: Any, y: Any) -> FineTunedRegressor:
+        """Fine-tune on (X, y); every input problem is reported before training starts."""
+        self._fine_tune(X, y)
+        return self
+
+    def _encode_targets(self, y: Any) -> Targets:
+        return ValueTargets.from_values(y, estimator=type(self).__name__)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted values in the units of ``y``: 1-D when ``y`` was."""
+        return self._predict(X)
 
 
 @parameters
 class FineTunedEmbedder(TransformerMixin, FineTuning[Any]):
-    """Fine-tuned penultimate features as a scikit-learn transformer (optionally PCA'd)."""
+    """Fine-tuned penultimate features as a scikit-learn transformer (optionally PCA'd):
+    the network is fine-tuned on one target of any kind, or on several tasks at once."""
 
+    class_weight: str | dict[Any, float] | None = None
     n_components: int | None = None
+    tasks: dict[str, str] | None = None
+    task_weights: dict[str, float] | None = None
+    cv: Any = None
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **FineTuning._parameter_constraints,
-        "n_components": [None, Interval(Integral, 1, None, closed="left")]}
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+        "n_components": [None, Interval(Integral, 1, None, closed="left")],
+        "tasks": [None, dict],
+        "task_weights": [None, dict],
+        "cv": [None, "cv_object"]}
 
     def fit(self, X: Any, y: Any = None) -> FineTunedEmbedder:
         """Fine-tune on (X, y), then fit the PCA (if any) on the training features."""
-        self.fit_transform(X, y)
+        self._fit_features(X, y)
         return self
 
-    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+    def _encode_targets(self, y: Any) -> Targets:
+        if is_two_dimensional(y):
+            return TaskTargets.from_columns(y, tasks=self.tasks, task_weights=self.task_weights,
+                                            class_weight=self.class_weight)
+        if self.tasks is not None or self.task_weights is not None:
+            raise ValueError("tasks and task_weights name the columns of a y with several "
+                             "columns (a DataFrame or a 2-D array); this y has one")
+        if infer_kind(np.asarray(y, dtype=object) if y is not None else y) == "regression":
+            return ValueTargets.from_values(y)
+        return ClassTargets.from_labels(y, self.class_weight)
+
+    def _fit_features(self, X: Any, y: Any) -> np.ndarray:
+        """Fine-tune, fit the PCA, and return the training rows' features."""
         items = self._fine_tune(X, y)
         features = self._outputs(items, features=True)
         self.pca_ = None
@@ -259,7 +362,34 @@ class FineTunedEmbedder(TransformerMixin, FineTuning[Any]):
             self.pca_ = PCA(self.n_components, random_state=self.random_state).fit(features)
             features = self.pca_.transform(features)
         self.n_features_out_ = features.shape[1]
-        return features.astype(np.float32)
+        return np.asarray(features, dtype=np.float32)
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Fine-tune on (X, y) and return the features of X. With ``cv``, each row's
+        features come from a network fine-tuned without it (out-of-fold, as scikit-learn's
+        ``TargetEncoder`` does), projected by the PCA of the network fitted on every row,
+        which ``transform`` uses; without ``cv``, from that network itself."""
+        features = self._fit_features(X, y)
+        if self.cv is None:
+            return features
+        return self._out_of_fold(X, y, np.empty_like(features))
+
+    def _out_of_fold(self, X: Any, y: Any, out: np.ndarray) -> np.ndarray:
+        from sklearn.base import clone
+        from sklearn.model_selection import check_cv
+        from sklearn.utils import _safe_indexing
+
+        items = self._modality.items(X)
+        classes = (np.asarray(y) if isinstance(self._encode_targets(y), ClassTargets)
+                   else None)  # stratified folds for one column of classes
+        splitter = check_cv(self.cv, classes, classifier=classes is not None)
+        for fold, (train, test) in enumerate(splitter.split(np.arange(len(items)), classes)):
+            logger.info("%s: out-of-fold features, fold %d", type(self).__name__, fold + 1)
+            fold_model = clone(self).set_params(cv=None, n_components=None)
+            fold_model.fit([items[i] for i in train], _safe_indexing(y, train))
+            features = fold_model.transform([items[i] for i in test])
+            out[test] = self.pca_.transform(features) if self.pca_ is not None else features
+        return out
 
     def transform(self, X: Any) -> np.ndarray:
         """The fine-tuned network's penultimate features (PCA-projected with
@@ -268,12 +398,29 @@ class FineTunedEmbedder(TransformerMixin, FineTuning[Any]):
         features = self._outputs(self._modality.items(X), features=True)
         if self.pca_ is not None:
             features = self.pca_.transform(features)
-        return features.astype(np.float32)
+        return np.asarray(features, dtype=np.float32)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "n_features_out_")
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
+
+
+def target_attributes(targets: Targets, result: TrainingResult) -> dict[str, Any]:
+    """The fitted attributes that describe what was learned, by kind of target."""
+    if isinstance(targets, ClassTargets):
+        return {"classes_": targets.classes,
+                "temperature_": result.calibration.get("temperature", 1.0)}
+    if isinstance(targets, LabelTargets):
+        return {"classes_": np.arange(targets.n_outputs)}
+    if isinstance(targets, ValueTargets):
+        return {"n_outputs_": targets.n_outputs}
+    assert isinstance(targets, TaskTargets)
+    tasks: dict[str, Any] = {"tasks_": targets.kinds}
+    if all(task.kind == "classification" for task in targets.tasks):
+        tasks["classes_"] = [task.targets.classes for task in targets.tasks
+                             if isinstance(task.targets, ClassTargets)]
+    return tasks
 
 
 @parameters
@@ -289,10 +436,7 @@ class ImageFineTuning(FineTuning[ImageBackbone]):
 
     _modality = IMAGES
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **FineTuning._parameter_constraints,
-        **IMAGES.backbone_constraints,
-        "augment": ["boolean"],
-    }
+        **IMAGES.backbone_constraints, "augment": ["boolean"]}
 
     @property
     def _augments(self) -> bool:
@@ -328,9 +472,7 @@ class TextFineTuning(FineTuning[TextBackbone]):
 
     _modality = TEXTS
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **FineTuning._parameter_constraints,
-        "max_length": [Interval(Integral, 8, None, closed="left")],
-    }
+        "max_length": [Interval(Integral, 8, None, closed="left")]}
 
     def _backbone(self) -> TextBackbone:
         return TEXTS.load_backbone(self.model, device=self.device)
@@ -455,19 +597,76 @@ class FineTunedImageClassifier(ImageFineTuning, FineTunedClassifier):
 
 
 @parameters
+class FineTunedImageRegressor(ImageFineTuning, FineTunedRegressor):
+    """Fine-tune a pretrained timm network as a scikit-learn regressor.
+
+    ``y`` is one column of real values or several (multi-output regression, one output per
+    column); the values are standardised inside and predictions come back in their units.
+    Epoch 0 is the frozen solution: a ridge regression on the frozen features of the
+    training split, its penalty chosen by leave-one-out cross-validation, folded into the
+    linear head (refitted on every row when it is kept). Epochs are compared by the mean
+    squared error of the standardised values on the validation split, or by ``scoring``
+    (any scikit-learn regression scorer, on predictions in the original units). Everything
+    else is the recipe of :class:`FineTunedImageClassifier`, whose parameters it takes but
+    ``class_weight``; ``score`` is R².
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        Columns of ``y``.
+    history_ : list of dict
+        Per epoch (0 is the probe): validation score and loss (``val_mse``, standardised),
+        ``val_r2`` in the original units, learning rates, as for the classifier.
+
+    Besides ``best_epoch_``, ``best_score_`` and the rest of the classifier's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.finetune import FineTunedImageRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> brightness = rng.uniform(0.1, 1.0, 40)
+    >>> X = (rng.random((40, 32, 32, 3)) * 255 * brightness[:, None, None, None]).astype(
+    ...     np.uint8)
+    >>> reg = FineTunedImageRegressor("test_efficientnet", weights="random", max_epochs=1,
+    ...                               random_state=0).fit(X, brightness)
+    >>> reg.predict(X[:3]).shape, bool(reg.score(X, brightness) > 0.9)
+    ((3,), True)
+    """
+
+
+@parameters
 class FineTunedImageEmbedder(ImageFineTuning, FineTunedEmbedder):
     """Fine-tune a timm network on (X, y) in ``fit``; ``transform`` gives its fine-tuned
     penultimate features, for any scikit-learn estimator.
 
     Target-aware embeddings inside a Pipeline: in cross-validation the network is fine-tuned
-    on the training fold only, so no label of a test fold leaks into the features. The
-    parameters are those of :class:`FineTunedImageClassifier`, plus ``n_components``.
+    on the training fold only, so no label of a test fold leaks into the features. ``y`` is
+    one column of classes or of real values (continuous values are regression, as
+    ``type_of_target`` says), or several columns, one task each, learned together on one
+    network (multitask): each task has its own head, a row may lack some tasks' labels
+    (NaN, None, pandas NA) and trains the tasks it has, and each task's loss is divided by
+    its epoch-0 validation loss so that tasks in different units weigh the same; epochs are
+    compared by the mean of those normalised validation losses. The parameters are those of
+    :class:`FineTunedImageClassifier`, plus the following.
 
     Parameters
     ----------
     n_components : int or None, default=None
         Project the features onto this many principal components (a PCA fitted in ``fit``
         on the training features), as MulTaBench and TabPFN's image extension do.
+    tasks : dict or None, default=None
+        The kind of each column of ``y``, ``{"column": "classification" | "regression"}``;
+        a column left out gets the kind its values say.
+    task_weights : dict or None, default=None
+        The weight of each task's loss in training, ``{"column": weight}`` (missing columns
+        weigh 1), instead of one over its epoch-0 validation loss.
+    cv : int, cross-validation generator, iterable or None, default=None
+        Cross-fitting: with ``cv``, ``fit_transform`` returns out-of-fold features (each
+        row's from a network fine-tuned on the other folds, projected by the PCA of the
+        network fitted on every row), as scikit-learn's ``TargetEncoder`` does, so that a
+        downstream model is not trained on features of rows the network has seen; it costs
+        one more fit per fold. ``transform`` always uses the network fitted on every row.
 
     Attributes
     ----------
@@ -475,6 +674,9 @@ class FineTunedImageEmbedder(ImageFineTuning, FineTunedEmbedder):
         Width of the output.
     pca_ : PCA or None
         The fitted projection.
+    tasks_ : dict
+        With several columns: each task's kind, as given or inferred (the progress line and
+        the log say them too).
 
     Besides those of :class:`FineTunedImageClassifier`.
 
@@ -494,9 +696,6 @@ class FineTunedImageEmbedder(ImageFineTuning, FineTunedEmbedder):
     >>> model[0].transform(X[:3]).shape
     (3, 8)
     """
-
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **ImageFineTuning._parameter_constraints, **FineTunedEmbedder._parameter_constraints}
 
 
 @parameters
@@ -523,6 +722,28 @@ class FineTunedTextClassifier(TextFineTuning, FineTunedClassifier):
 
 
 @parameters
+class FineTunedTextRegressor(TextFineTuning, FineTunedRegressor):
+    """Fine-tune a sentence-transformers model as a scikit-learn regressor: a star rating, a
+    price, a score from text.
+
+    What :class:`FineTunedImageRegressor` is for images: standardised targets, a ridge
+    regression as epoch 0, predictions in the original units. Parameters are those of
+    :class:`FineTunedTextClassifier` but ``class_weight``.
+
+    Examples
+    --------
+    >>> from sktransfer.finetune import FineTunedTextRegressor
+    >>> rated = {"a wonderful film": 5.0, "a moving, tender story": 4.5,
+    ...          "brilliant and funny": 4.0, "dull and slow": 2.0, "a tedious mess": 1.0,
+    ...          "far too long": 1.5}
+    >>> reviews, stars = list(rated) * 4, list(rated.values()) * 4
+    >>> reg = FineTunedTextRegressor(max_epochs=1, random_state=0).fit(reviews, stars)
+    >>> [round(float(star)) for star in reg.predict(["a wonderful story", "a tedious mess"])]
+    [5, 1]
+    """
+
+
+@parameters
 class FineTunedTextEmbedder(TextFineTuning, FineTunedEmbedder):
     """Fine-tune a sentence-transformers model on (X, y) in ``fit``; ``transform`` gives its
     fine-tuned sentence embeddings (PCA-projected with ``n_components``).
@@ -543,6 +764,3 @@ class FineTunedTextEmbedder(TextFineTuning, FineTunedEmbedder):
     >>> model[0].transform(reviews[:2]).shape, model.predict(["a dull mess"]).tolist()
     ((2, 4), [0])
     """
-
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **TextFineTuning._parameter_constraints, **FineTunedEmbedder._parameter_constraints}

@@ -1,11 +1,12 @@
-"""Frozen features for fine-tuning: computed once per row, and the linear probe fitted on them
-that starts fine-tuning where the frozen baseline ends (LP-FT, Kumar et al., 2022).
+"""Frozen features for fine-tuning, computed once per row, and the linear probes fitted on
+them that start fine-tuning where the frozen baseline ends (LP-FT, Kumar et al., 2022).
 
-The probe is scikit-learn's ``LogisticRegression`` on the features as they are or
-standardised (``StandardScaler``), whichever, with whichever ``C``, has the better
-cross-validated log-loss on the training split; it is folded into the network's linear head:
-``W = coef / scale`` and ``b = intercept - W @ mean``, so that the head's logits are the
-probe's decision function.
+Classes are probed by scikit-learn's ``LogisticRegression`` on the features as they are or
+standardised, whichever, with whichever ``C``, has the better cross-validated log-loss; real
+values by ``RidgeCV`` on standardised features. A probe is folded into (its slice of) the
+network's linear head, ``W = coef / scale`` and ``b = intercept - W @ mean``, so that the
+head's outputs are the probe's decision function. Each kind of target
+(:mod:`sktransfer.finetune.targets`) says which probe it needs and where it goes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
@@ -47,14 +48,14 @@ class FeatureStore:
         return np.stack([self._rows[int(row)] for row in rows])
 
 
-def fit_probe(head: list[Any], train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
-              val_y: np.ndarray, class_weights: np.ndarray | None) -> float:
-    """Fit the probe on the training features, standardised or not and with the ``C`` that
-    give the best 5-fold cross-validated log-loss (the validation split's, when a class has
-    a single training sample), class-weighted as training is; write it into ``head`` (a
-    linear layer's weight and bias) and return the ``C`` kept."""
-    n_classes = int(max(train_y.max(), val_y.max())) + 1
-    weight, bias = _linear(head, n_classes, train_x.shape[1])
+def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+                   val_y: np.ndarray, class_weights: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The probe of one column of classes ``0..k-1``: a logistic regression on the training
+    features, standardised or not and with the ``C`` that give the best 5-fold
+    cross-validated log-loss (the validation split's, when a class has a single training
+    sample), class-weighted as training is. Returns its decision function on the raw
+    features, ``(coef, intercept, C)``: one row per class, or one row for two classes."""
     scaler = StandardScaler().fit(train_x)
     balance = None if class_weights is None else dict(enumerate(class_weights.tolist()))
     n_splits = min(5, int(np.bincount(train_y).min()))
@@ -71,16 +72,60 @@ def fit_probe(head: list[Any], train_x: np.ndarray, train_y: np.ndarray, val_x: 
     standardize, C = candidates[int(np.argmin(losses))]
     probe = LogisticRegression(C=C, max_iter=3000, class_weight=balance).fit(
         scaler.transform(train_x) if standardize else train_x, train_y)
-    mean, scale = (scaler.mean_, scaler.scale_) if standardize else (0.0, 1.0)
-    coef = probe.coef_ / scale
-    intercept = probe.intercept_ - coef @ np.broadcast_to(mean, coef.shape[1:])
-    if n_classes == 2:  # one decision function: logits (-z/2, z/2) give the same softmax
-        coef = np.vstack([-coef / 2, coef / 2])
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    coef, intercept = _unscaled(probe.coef_, probe.intercept_,
+                                scaler if standardize else None)
+    return coef, intercept, C
+
+
+RIDGE_ALPHAS = np.logspace(-3, 5, 17)
+
+
+def ridge_probe(train_x: np.ndarray, train_y: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The probe of real values (one column per output, already standardised): a ridge
+    regression on the standardised training features, its penalty chosen among
+    ``RIDGE_ALPHAS`` by efficient leave-one-out cross-validation (``RidgeCV``). Returns its
+    prediction function on the raw features, ``(coef, intercept, alpha)``, one row per
+    output."""
+    scaler = StandardScaler().fit(train_x)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(train_x), train_y)
+    coef, intercept = _unscaled(np.atleast_2d(ridge.coef_), np.atleast_1d(ridge.intercept_),
+                                scaler)
+    return coef, intercept, float(ridge.alpha_)
+
+
+def _unscaled(coef: np.ndarray, intercept: np.ndarray, scaler: StandardScaler | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """A linear function of standardised features as one of the raw features:
+    ``W = coef / scale`` and ``b = intercept - W @ mean``."""
+    if scaler is None:
+        return coef, intercept
+    weight = coef / scaler.scale_
+    return weight, intercept - weight @ scaler.mean_
+
+
+def write_head(weight: Any, bias: Any, coef: np.ndarray, intercept: np.ndarray) -> None:
+    """Copy a probe into (a slice of) the linear head: ``weight`` rows and ``bias``."""
+    if tuple(weight.shape) != coef.shape:
+        raise ValueError(f"the head is not one linear layer of {coef.shape[0]}×"
+                         f"{coef.shape[1]} (got {tuple(weight.shape)}): use "
+                         "head_init='random' for this model")
     with torch.no_grad():
         weight.copy_(torch.as_tensor(coef, dtype=weight.dtype))
         bias.copy_(torch.as_tensor(intercept, dtype=bias.dtype))
-    return C
+
+
+def linear_head(head: list[Any], n_outputs: int, n_features: int) -> tuple[Any, Any]:
+    """The weight and bias of a head that is one linear layer of ``n_outputs`` ×
+    ``n_features``, or a ValueError saying that the probe cannot start it."""
+    weights = [p for p in head if p.ndim == 2]
+    biases = [p for p in head if p.ndim == 1]
+    if len(weights) != 1 or len(biases) != 1 or \
+            tuple(weights[0].shape) != (n_outputs, n_features):
+        raise ValueError(
+            f"the head is not one linear layer of {n_outputs}×{n_features} "
+            f"(got {[tuple(p.shape) for p in head]}): use head_init='random' for this model")
+    return weights[0], biases[0]
 
 
 def _cv_loss(x: np.ndarray, y: np.ndarray, folds: list[Any], standardize: bool, C: float,
@@ -98,17 +143,6 @@ def _cv_loss(x: np.ndarray, y: np.ndarray, folds: list[Any], standardize: bool, 
                                sample_weight=None if class_weights is None
                                else class_weights[y[test]]))
     return float(np.mean(losses))
-
-
-def _linear(head: list[Any], n_classes: int, n_features: int) -> tuple[Any, Any]:
-    weights = [p for p in head if p.ndim == 2]
-    biases = [p for p in head if p.ndim == 1]
-    if len(weights) != 1 or len(biases) != 1 or \
-            tuple(weights[0].shape) != (n_classes, n_features):
-        raise ValueError(
-            f"the head is not one linear layer of {n_classes}×{n_features} "
-            f"(got {[tuple(p.shape) for p in head]}): use head_init='random' for this model")
-    return weights[0], biases[0]
 
 
 TEMPERATURES = np.geomspace(0.05, 20.0, 81)

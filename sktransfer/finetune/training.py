@@ -1,26 +1,28 @@
 """One fine-tuning run: it owns its state, takes what it needs as arguments and returns a
 :class:`TrainingResult` from which the estimator sets its fitted attributes.
 
-The recipe (LP-FT: Kumar et al., 2022; gradual unfreezing: Howard and Ruder, 2018):
+The recipe (LP-FT: Kumar et al., 2022; gradual unfreezing: Howard and Ruder, 2018), for every
+kind of target (:mod:`sktransfer.finetune.targets` owns what differs between them):
 
-0. **Start where frozen ends.** The new head is a logistic regression fitted exactly on the
-   frozen features of the training split (standardised or not and its ``C`` chosen by
-   cross-validated log-loss, class-weighted as ``class_weight`` says). That model is epoch 0,
-   the first candidate.
+0. **Start where frozen ends.** The new head is the probe fitted exactly on the frozen
+   features of the training split: for classes a logistic regression (standardised or not and
+   its ``C`` chosen by cross-validated log-loss, class-weighted as ``class_weight`` says),
+   for real values a ridge regression. That model is epoch 0, the first candidate.
 1. ``head_epochs`` epochs train only the head, then one more layer group is unfrozen from the
    top every ``unfreeze_every`` epochs, up to ``unfreeze_depth`` groups.
 2. Backbone groups learn at ``lr * backbone_lr_ratio``, each group below at ``layer_decay``
    times the rate of the group above; every rate warms up linearly over ``warmup_epochs`` and
    then decays along a cosine to zero at ``max_epochs``.
-3. The loss is class-weighted (``class_weight="balanced"``, as in scikit-learn).
-4. Every epoch is scored on a stratified validation split with ``scoring`` (default: the
-   class-weighted log-loss after temperature scaling, a proper score that separates epochs a
-   small split's accuracy ties, without punishing an epoch for mere over-confidence), ties
-   broken by that log-loss; with the default score an epoch replaces the kept one only when
-   it is better by more than one standard error. With ``early_stopping``, training stops
-   after ``patience`` epochs without improvement and the best epoch is restored; without it
-   (the default), the last epoch is kept. The kept epoch's temperature calibrates
-   ``predict_proba``.
+3. The loss is the target's: class-weighted cross-entropy, per-label log-loss, the mean
+   squared error of standardised values, or the balanced sum of several tasks' losses.
+4. Every epoch is scored on a validation split with ``scoring`` (default: the target's own
+   validation loss, for classes the class-weighted log-loss after temperature scaling, a
+   proper score that separates epochs a small split's accuracy ties), ties broken by that
+   loss; with the default score an epoch replaces the kept one only when it is better by
+   more than one standard error of the paired per-sample differences. With
+   ``early_stopping``, training stops after ``patience`` epochs without improvement and the
+   best epoch is restored; without it (the default), the last epoch is kept. The kept epoch's
+   calibration (a temperature) is the result's.
 
 Head-only epochs without augmentation train on the frozen features, computed once
 (:class:`~sktransfer.finetune.probe.FeatureStore`). This module imports torch.
@@ -38,13 +40,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import balanced_accuracy_score, get_scorer
 
 from sktransfer.backbones._contract import Trainable
 from sktransfer.exceptions import TrainingDivergedError
-from sktransfer.finetune.probe import FeatureStore, calibrate, fit_probe
-from sktransfer.finetune.targets import ClassTargets
+from sktransfer.finetune.probe import FeatureStore, linear_head
+from sktransfer.finetune.targets import Targets, Validation
 from sktransfer.modality import Rows
 
 logger = logging.getLogger("sktransfer")
@@ -107,13 +107,14 @@ class Recipe:
 
 @dataclass
 class TrainingResult:
-    """What a run leaves: the network at the kept epoch, in eval mode, and its record."""
+    """What a run leaves: the network at the kept epoch, in eval mode, its record, and what
+    decoding needs from that epoch (``calibration``: a temperature for classes)."""
 
     net: Any
     history: list[dict[str, Any]]
     best_epoch: int
     best_score: float
-    temperature: float
+    calibration: dict[str, Any]
     n_layer_groups: int
 
 
@@ -121,7 +122,7 @@ class TrainingResult:
 class _Kept:
     epoch: int = 0
     score: float = -math.inf
-    temperature: float = 1.0
+    calibration: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,23 +130,20 @@ class TrainingRun:
     """One fit's training: data, splits, the frozen-feature store, the kept epoch."""
 
     def __init__(self, recipe: Recipe, trainable: Trainable, batches: Batches,
-                 items: Sequence[Any], targets: ClassTargets, train_rows: np.ndarray,
+                 items: Sequence[Any], targets: Targets, train_rows: np.ndarray,
                  val_rows: np.ndarray, device: str):
         self.recipe, self.items, self.targets = recipe, items, targets
         self.net, self.groups, self.head = (trainable.module.to(device), trainable.groups,
                                             trainable.head)
         self.batches = batches
         self.train_rows, self.val_rows, self.device = train_rows, val_rows, device
-        weights = targets.class_weights
-        self.loss_weights = None if weights is None else torch.as_tensor(weights,
-                                                                          device=device)
         self.steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
         self.store = FeatureStore(self.net, batches, items, device)
         self.touched = False  # whether a backbone parameter has been trained yet
         self.started: dict[str, float] = {}  # parameter group -> epoch it began training
         self.history: list[dict[str, Any]] = []
         self.kept = _Kept()
-        self.temperature = 1.0
+        self.calibration: dict[str, Any] = {}
 
     def fit(self, rng: np.random.Generator) -> TrainingResult:
         """Epoch 0, then the training epochs; the kept epoch's weights are restored."""
@@ -165,7 +163,7 @@ class TrainingRun:
             if better or not recipe.early_stopping:
                 waited = 0 if better else waited + 1
                 best = candidate
-                self.keep(epoch, candidate[0])
+                self.keep(epoch, candidate)
             else:
                 waited += 1
                 if waited >= recipe.patience:
@@ -175,28 +173,27 @@ class TrainingRun:
             self.refit_probe()
         self.net.eval()
         return TrainingResult(self.net, self.history, self.kept.epoch, self.kept.score,
-                              self.kept.temperature, len(self.groups))
+                              self.kept.calibration, len(self.groups))
 
-    def start(self) -> tuple[float, float, np.ndarray]:
+    def start(self) -> Validation:
         """Epoch 0: the head from a linear probe on frozen features (or as initialised)."""
         started = time.perf_counter()
         if self.recipe.head_init == "probe":
-            encoded = self.targets.encoded
-            C = fit_probe(self.head, self.store.features(self.train_rows),
-                          encoded[self.train_rows], self.store.features(self.val_rows),
-                          encoded[self.val_rows], self.targets.class_weights)
-            logger.info("head initialised by a linear probe on frozen features (C=%g)", C)
+            fitted = self._fit_probe(self.train_rows)
+            logger.info("head initialised by a probe on frozen features: %s", fitted)
         return self.evaluate(0, 0, float("nan"), None, keep=True,
                              seconds=time.perf_counter() - started)
 
     def refit_probe(self) -> None:
         """The probe was kept: refit it on every row, as the frozen baseline is fitted (the
         validation split has done its work of choosing it)."""
-        rows = np.sort(np.concatenate([self.train_rows, self.val_rows]))
-        encoded = self.targets.encoded
-        fit_probe(self.head, self.store.features(rows), encoded[rows],
-                  self.store.features(self.val_rows), encoded[self.val_rows],
-                  self.targets.class_weights)
+        self._fit_probe(np.sort(np.concatenate([self.train_rows, self.val_rows])))
+
+    def _fit_probe(self, rows: np.ndarray) -> str:
+        features = self.store.features
+        width = features(rows[:1]).shape[1]
+        weight, bias = linear_head(self.head, self.targets.n_outputs, width)
+        return self.targets.fit_probe(weight, bias, features, rows, self.val_rows)
 
     def optimizer(self, n_unfrozen: int) -> torch.optim.Optimizer:
         """AdamW over the head and the top ``n_unfrozen`` groups, at their layer-decayed
@@ -215,13 +212,13 @@ class TrainingRun:
                 parameter.requires_grad_(id(parameter) in trainable)
         return torch.optim.AdamW(param_groups, weight_decay=recipe.weight_decay)
 
-    def better(self, candidate: Any, best: Any) -> bool:
+    def better(self, candidate: Validation, best: Validation) -> bool:
         """Whether ``candidate`` beats the kept epoch. With the default score, the mean
-        per-sample log-loss must improve by more than one standard error of the paired
+        per-sample loss must improve by more than one standard error of the paired
         differences: a small validation split's noise does not move the model."""
         if self.recipe.scoring is not None:
-            return bool(candidate[:2] > best[:2])
-        gains = best[2] - candidate[2]
+            return (candidate.score, -candidate.loss) > (best.score, -best.loss)
+        gains = best.per_sample - candidate.per_sample
         noise = gains.std(ddof=1) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
         return float(gains.mean()) > noise
 
@@ -245,8 +242,7 @@ class TrainingRun:
                 start = self.started.setdefault(group["name"], progress)
                 group["lr"] = group["base_lr"] * recipe.schedule(progress, start)
             batch = np.asarray(positions)
-            targets = torch.as_tensor(self.targets.encoded[batch], device=self.device)
-            loss = torch.nn.functional.cross_entropy(logits, targets, weight=self.loss_weights)
+            loss = self.targets.loss(logits, batch)
             if not torch.isfinite(loss):
                 self._diverged(epoch, f"the training loss became {float(loss)}")
             optimizer.zero_grad(set_to_none=True)
@@ -280,39 +276,25 @@ class TrainingRun:
             yield positions, self.net(inputs)
 
     def evaluate(self, epoch: int, n_unfrozen: int, loss: float, optimizer: Any, *,
-                 seconds: float, keep: bool = False) -> tuple[float, float, np.ndarray]:
-        """Score this epoch on the validation split: ``(score, -log_loss, per-sample
-        log-losses)`` (see ``better``)."""
-        recipe, targets = self.recipe, self.targets
-        y_val = targets.encoded[self.val_rows]
-        weights = None if targets.class_weights is None else targets.class_weights[y_val]
-        temperature, proba, loss_val = calibrate(self._val_logits(epoch), y_val, weights)
-        per_sample = -np.log(np.clip(proba[np.arange(len(y_val)), y_val], 1e-15, 1.0))
-        if weights is not None:
-            per_sample = per_sample * weights * len(weights) / weights.sum()
-        if recipe.scoring is None:
-            score = -loss_val
-        else:
-            score = float(get_scorer(recipe.scoring)(
-                _EpochPredictions(targets.classes, proba, self.val_rows), self.val_rows,
-                targets.classes[y_val]))
+                 seconds: float, keep: bool = False) -> Validation:
+        """Score this epoch on the validation split (see ``better``) and record it."""
+        validation = self.targets.validate(self._val_logits(epoch), self.val_rows,
+                                           self.recipe.scoring)
         record = {"epoch": epoch, "unfrozen_groups": n_unfrozen, "train_loss": loss,
-                  "val_score": score, "val_log_loss": loss_val,
-                  "val_balanced_accuracy": balanced_accuracy_score(y_val, proba.argmax(1)),
-                  "val_predicted_classes": len(np.unique(proba.argmax(1))),
-                  "temperature": temperature, "seconds": seconds,
+                  "val_score": validation.score, "val_loss": validation.loss,
+                  **validation.record, "seconds": seconds,
                   "lrs": [] if optimizer is None else  # peak rates, before the schedule
                   [group["base_lr"] for group in optimizer.param_groups]}
         self.history.append(record)
         self._report(record)
-        self.temperature = temperature
         if keep:
-            self.keep(epoch, score)
-        return score, -loss_val, per_sample
+            self.keep(epoch, validation)
+        return validation
 
-    def keep(self, epoch: int, score: float) -> None:
+    def keep(self, epoch: int, validation: Validation) -> None:
         """Keep the network as it is now, as the epoch just evaluated."""
-        self.kept = _Kept(epoch, score, self.temperature, copy.deepcopy(self.net.state_dict()))
+        self.kept = _Kept(epoch, validation.score, validation.calibration,
+                          copy.deepcopy(self.net.state_dict()))
 
     def _val_logits(self, epoch: int) -> np.ndarray:
         self.net.eval()
@@ -328,7 +310,7 @@ class TrainingRun:
         message = (f"epoch {record['epoch']}/{self.recipe.max_epochs}: "
                    f"{record['unfrozen_groups']} backbone groups unfrozen, train loss "
                    f"{record['train_loss']:.4f}, validation score {record['val_score']:.4f}, "
-                   f"validation log-loss {record['val_log_loss']:.4f}")
+                   f"validation loss {record['val_loss']:.4f}")
         logger.info(message)
         if self.recipe.progress:
             from tqdm.auto import tqdm
@@ -342,20 +324,3 @@ class TrainingRun:
         raise TrainingDivergedError(
             f"{self.recipe.name}: fine-tuning diverged in epoch {epoch}: {what} "
             f"(lr={self.recipe.lr:g}); lower lr (the default is 1e-4)")
-
-
-class _EpochPredictions(ClassifierMixin, BaseEstimator):
-    """The network at one epoch, as a scikit-learn scorer sees an estimator: ``X`` are row
-    numbers of the validation split, answered from its predicted probabilities."""
-
-    def __init__(self, classes: np.ndarray, proba: np.ndarray, rows: np.ndarray):
-        self.classes = classes
-        self.proba = proba
-        self.rows = rows
-        self.classes_ = classes
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return np.asarray(self.proba[np.searchsorted(self.rows, np.asarray(X))])
-
-    def predict(self, X: Any) -> np.ndarray:
-        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
