@@ -27,8 +27,10 @@ from sktransfer.diagnostics import CORAL, ColorHistogram, DownsampledPixels
 from sktransfer.finetune import (
     FineTunedImageClassifier,
     FineTunedImageEmbedder,
+    FineTunedImageRegressor,
     FineTunedTextClassifier,
     FineTunedTextEmbedder,
+    FineTunedTextRegressor,
 )
 
 NUMERIC_MATRIX_CHECKS = [
@@ -78,10 +80,21 @@ CLASSIFIER_CHECKS = [
     "check_positive_only_tag_during_fit",
     "check_n_features_in_after_fitting",
 ]
+# what the fine-tuned regressors add to the numeric-matrix checks
+REGRESSOR_CHECKS = [
+    "check_regressors_train",
+    "check_regressor_data_not_an_array",
+    "check_regressors_no_decision_function",
+    "check_regressors_int",
+    "check_supervised_y_2d",
+    "check_fit2d_1feature",
+    "check_positive_only_tag_during_fit",
+    "check_n_features_in_after_fitting",
+]
 # 4 values per row read as 2×2 grey images, whose pixels (random normal values) are not in
 # [0, 1]: an InputError naming the first row, before any training
 SQUARE_MATRIX_CHECKS = ["check_n_features_in_after_fitting", "check_positive_only_tag_during_fit",
-                        "check_fit2d_1feature"]
+                        "check_fit2d_1feature", "check_regressors_no_decision_function"]
 PIXEL_REASON = ("feeds 4 or 1 random real values per row, which ImageEmbedder's input rules "
                 "read as 2×2 or 1×1 grey images whose pixels lie outside [0, 1]: an "
                 "InputError naming the row, not the message the check looks for")
@@ -115,11 +128,14 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "DownsampledPixels": dict.fromkeys(NUMERIC_MATRIX_CHECKS, IMAGE_REASON),
     "ColorHistogram": dict.fromkeys(NUMERIC_MATRIX_CHECKS, IMAGE_REASON),
     "FineTunedImageClassifier": _images([*FINE_TUNING_CHECKS, *CLASSIFIER_CHECKS]),
-    "FineTunedImageEmbedder": _images([*FINE_TUNING_CHECKS, *SQUARE_MATRIX_CHECKS]),
+    "FineTunedImageEmbedder": _images([*FINE_TUNING_CHECKS, *SQUARE_MATRIX_CHECKS[:3]]),
     "FineTunedTextClassifier": dict.fromkeys([*FINE_TUNING_CHECKS, *CLASSIFIER_CHECKS],
                                              TEXT_REASON),
-    "FineTunedTextEmbedder": dict.fromkeys([*FINE_TUNING_CHECKS, *SQUARE_MATRIX_CHECKS],
+    "FineTunedTextEmbedder": dict.fromkeys([*FINE_TUNING_CHECKS, *SQUARE_MATRIX_CHECKS[:3]],
                                            TEXT_REASON),
+    "FineTunedImageRegressor": _images([*FINE_TUNING_CHECKS, *REGRESSOR_CHECKS]),
+    "FineTunedTextRegressor": dict.fromkeys([*FINE_TUNING_CHECKS, *REGRESSOR_CHECKS],
+                                            TEXT_REASON),
     "CORAL": dict.fromkeys([*NUMERIC_MATRIX_CHECKS, "check_fit2d_1feature",
                             "check_n_features_in_after_fitting",
                             "check_positive_only_tag_during_fit"], CORAL_REASON),
@@ -142,7 +158,8 @@ def _tiny(cls):
 @parametrize_with_checks(
     [ImageEmbedder(TINY_CNN, weights="random"), TextEmbedder(),
      _tiny(FineTunedImageClassifier), _tiny(FineTunedImageEmbedder),
-     FineTunedTextClassifier(max_epochs=1), FineTunedTextEmbedder(max_epochs=1),
+     _tiny(FineTunedImageRegressor), FineTunedTextClassifier(max_epochs=1),
+     FineTunedTextEmbedder(max_epochs=1), FineTunedTextRegressor(max_epochs=1),
      DownsampledPixels(), ColorHistogram(), CORAL(),
      WithMissingIndicator(ImageEmbedder(TINY_CNN, weights="random"))],
     expected_failed_checks=expected_failed_checks,

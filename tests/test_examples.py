@@ -23,6 +23,8 @@ RUNS = {
     "transfer_diagnostics.py": (["--n-images", "200", "--n-texts", "300"], "verdict"),
     "finetune_vs_frozen.py": (["--sizes", "60", "--n-test", "60", "--max-epochs", "2"],
                               "fine-tuned"),
+    "regression_and_multitask.py": (["--n-samples", "120", "--max-epochs", "1"],
+                                    "multitask features: defect probability RMSE"),
 }
 
 

@@ -248,7 +248,7 @@ def test_epoch_zero_is_the_logistic_regression_on_frozen_features():
     expected = [make_pipeline(*scaler, LogisticRegression(C=C, max_iter=3000))
                 .fit(features, y).predict_proba(features)
                 for C in PROBE_CS for scaler in ([StandardScaler()], [])]
-    clf.temperature_ = 1.0  # the probe itself, before its calibration on validation
+    clf._calibration = {}  # the probe itself, before its calibration on validation (T = 1)
     got = clf.predict_proba(X)
     assert min(np.abs(got - e).max() for e in expected) < 1e-3
 

@@ -42,7 +42,7 @@ def test_the_default_model_is_chosen_in_one_place(modality):
     estimators = [cls for cls in (ImageEmbedder, TextEmbedder,
                                   *(getattr(finetune, name) for name in finetune.__all__))
                   if cls._modality is modality]
-    assert len(estimators) == 3
+    assert len(estimators) == 4  # frozen embedder; fine-tuned classifier, regressor, embedder
     for cls in estimators:
         assert inspect.signature(cls).parameters["model"].default == modality.default_model
     assert f'default="{modality.default_model}"' in estimators[0].__doc__
