@@ -21,6 +21,7 @@ SECTIONS = {
                     "sktransfer.diagnostics.CORAL", "sktransfer.diagnostics.DownsampledPixels",
                     "sktransfer.diagnostics.ColorHistogram"],
     "Fine-tuning": ["sktransfer.FineTunedImageClassifier", "sktransfer.FineTunedTextClassifier",
+                    "sktransfer.FineTunedImageRegressor", "sktransfer.FineTunedTextRegressor",
                     "sktransfer.FineTunedImageEmbedder", "sktransfer.FineTunedTextEmbedder"],
     "DataFrames": ["sktransfer.compose.make_embedding_transformer",
                    "sktransfer.compose.WithMissingIndicator"],
