@@ -349,8 +349,8 @@ class FineTunedEmbedder(TransformerMixin, FineTuning[Any]):
             return ValueTargets.from_values(y)
         return ClassTargets.from_labels(y, self.class_weight)
 
-    def _fit_features(self, X: Any, y: Any) -> np.ndarray:
-        """Fine-tune, fit the PCA, and return the training rows' features."""
+    def _fit_features(self, X: Any, y: Any) -> tuple[list[Any], np.ndarray]:
+        """Fine-tune, fit the PCA, and return the training items and their features."""
         items = self._fine_tune(X, y)
         features = self._outputs(items, features=True)
         self.pca_ = None
@@ -362,26 +362,25 @@ class FineTunedEmbedder(TransformerMixin, FineTuning[Any]):
             self.pca_ = PCA(self.n_components, random_state=self.random_state).fit(features)
             features = self.pca_.transform(features)
         self.n_features_out_ = features.shape[1]
-        return np.asarray(features, dtype=np.float32)
+        return items, np.asarray(features, dtype=np.float32)
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fine-tune on (X, y) and return the features of X. With ``cv``, each row's
         features come from a network fine-tuned without it (out-of-fold, as scikit-learn's
         ``TargetEncoder`` does), projected by the PCA of the network fitted on every row,
         which ``transform`` uses; without ``cv``, from that network itself."""
-        features = self._fit_features(X, y)
+        items, features = self._fit_features(X, y)
         if self.cv is None:
             return features
-        return self._out_of_fold(X, y, np.empty_like(features))
+        return self._out_of_fold(items, y, np.empty_like(features))
 
-    def _out_of_fold(self, X: Any, y: Any, out: np.ndarray) -> np.ndarray:
+    def _out_of_fold(self, items: list[Any], y: Any, out: np.ndarray) -> np.ndarray:
         from sklearn.base import clone
         from sklearn.model_selection import check_cv
         from sklearn.utils import _safe_indexing
 
-        items = self._modality.items(X)
-        classes = (np.asarray(y) if isinstance(self._encode_targets(y), ClassTargets)
-                   else None)  # stratified folds for one column of classes
+        # stratified folds for one column of classes (the targets just fitted say the kind)
+        classes = np.asarray(y) if isinstance(self._targets, ClassTargets) else None
         splitter = check_cv(self.cv, classes, classifier=classes is not None)
         for fold, (train, test) in enumerate(splitter.split(np.arange(len(items)), classes)):
             logger.info("%s: out-of-fold features, fold %d", type(self).__name__, fold + 1)

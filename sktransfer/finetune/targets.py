@@ -147,10 +147,6 @@ class ClassTargets:
     def __len__(self) -> int:
         return len(self.encoded)
 
-    def check_length(self, n_samples: int) -> None:
-        if len(self.encoded) != n_samples:
-            raise ValueError(f"X has {n_samples} samples but y has {len(self.encoded)} labels")
-
     def split(self, validation_fraction: float, random_state: int | None
               ) -> tuple[np.ndarray, np.ndarray]:
         """Sorted training and validation rows, stratified by class."""
@@ -374,10 +370,6 @@ class ValueTargets:
     def __len__(self) -> int:
         return len(self.standardized)
 
-    def check_length(self, n_samples: int) -> None:
-        if len(self) != n_samples:
-            raise ValueError(f"X has {n_samples} samples but y has {len(self)} values")
-
     def split(self, validation_fraction: float, random_state: int | None
               ) -> tuple[np.ndarray, np.ndarray]:
         return _random_split(len(self), validation_fraction, random_state)
@@ -511,10 +503,6 @@ class TaskTargets:
 
     def __len__(self) -> int:
         return len(self.tasks[0].present)
-
-    def check_length(self, n_samples: int) -> None:
-        if len(self) != n_samples:
-            raise ValueError(f"X has {n_samples} samples but y has {len(self)} rows")
 
     def split(self, validation_fraction: float, random_state: int | None
               ) -> tuple[np.ndarray, np.ndarray]:

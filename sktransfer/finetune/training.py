@@ -143,7 +143,6 @@ class TrainingRun:
         self.started: dict[str, float] = {}  # parameter group -> epoch it began training
         self.history: list[dict[str, Any]] = []
         self.kept = _Kept()
-        self.calibration: dict[str, Any] = {}
 
     def fit(self, rng: np.random.Generator) -> TrainingResult:
         """Epoch 0, then the training epochs; the kept epoch's weights are restored."""
