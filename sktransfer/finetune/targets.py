@@ -288,8 +288,11 @@ class LabelTargets:
         """The mean log-loss of the labels (the default score), or ``scoring`` on the
         (n_samples, n_labels) probabilities."""
         y = self.indicator[rows]
-        proba = np.clip(_sigmoid(outputs), 1e-15, 1 - 1e-15)
-        elements = -(y * np.log(proba) + (1 - y) * np.log(1 - proba))
+        logits = np.asarray(outputs, dtype=np.float64)
+        # log σ(x) = -log(1 + e^-x), log(1 - σ(x)) = -log(1 + e^x): finite for any logit,
+        # where clipping a float32 probability rounds 1 - 1e-15 back to 1 and gives log(0)
+        elements = y * np.logaddexp(0.0, -logits) + (1 - y) * np.logaddexp(0.0, logits)
+        proba = _sigmoid(logits)
         if self.element_weights is not None:
             elements = elements * self.element_weights[rows]
         per_sample = elements.mean(axis=1)

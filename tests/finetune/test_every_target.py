@@ -302,3 +302,16 @@ def test_value_and_class_targets_decode_what_they_encoded():
     np.testing.assert_allclose(values.decode(values.standardized), [10.0, 20.0, 30.0, 40.0])
     classes = ClassTargets.from_labels(["b", "a", "b"])
     assert classes.classes.tolist() == ["a", "b"] and classes.encoded.tolist() == [1, 0, 1]
+
+
+def test_confident_labels_give_a_finite_validation_loss():
+    # float32 logits of ±40: a sigmoid of exactly 1.0 in float32, where a clipped log gave
+    # inf * 0 = NaN and the epoch selection compared NaNs
+    from sktransfer.finetune.targets import LabelTargets
+
+    targets = LabelTargets.from_indicator(np.array([[1, 0], [0, 1], [1, 1], [0, 0]]))
+    outputs = np.array([[40, -40], [-40, 40], [40, -40], [-40, -40]], dtype=np.float32)
+    validation = targets.validate(outputs, np.arange(4), None)
+    # seven of eight labels right with certainty, one wrong by a logit of 40: 40 / 8 = 5
+    assert np.isfinite(validation.loss) and validation.loss == pytest.approx(40 / 8, rel=1e-6)
+    assert validation.record["val_label_accuracy"] == pytest.approx(7 / 8)
