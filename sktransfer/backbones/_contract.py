@@ -61,6 +61,25 @@ class BackboneSpec:
         return importlib.util.find_spec(module) is not None
 
 
+class Stages(Protocol):
+    """A network's features as a chain of stages, one per layer group (stage ``i`` owns
+    exactly the parameters of group ``i``): stage ``i``'s input is the activation at
+    boundary ``i``, and boundary 0 is the network's input."""
+
+    @property
+    def n_stages(self) -> int:
+        """How many stages (as many as layer groups)."""
+
+    def run_stages(self, x: Any, start: int, stop: int) -> Any:
+        """Stages ``start`` to ``stop - 1`` on the activation at boundary ``start``."""
+
+    def embed_from(self, x: Any, start: int) -> Any:
+        """The penultimate features (``embed``'s) from the activation at ``start``."""
+
+    def stage_modules(self, index: int) -> list[Any]:
+        """The modules stage ``index`` runs."""
+
+
 @dataclass
 class Trainable:
     """A private, trainable copy of a backbone with a new linear head.
@@ -69,12 +88,14 @@ class Trainable:
     head reads, and ``module.classify(features)`` the logits from them. ``groups`` are the
     backbone's parameter groups from the bottom (input side) to the top, for gradual
     unfreezing; ``head`` the parameters of the new head (one linear layer). Every backbone
-    parameter starts frozen (``requires_grad=False``).
+    parameter starts frozen (``requires_grad=False``). ``stages``, where the family's
+    forward splits at its group boundaries, runs any slice of it (else None).
     """
 
     module: Any
     groups: list[list[Any]]
     head: list[Any]
+    stages: Stages | None = None
 
 
 @runtime_checkable

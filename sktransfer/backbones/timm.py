@@ -156,7 +156,14 @@ class TimmBackbone:
                   for names in group_parameters(net, net.group_matcher(coarse=True)).values()]
         for parameter in net.parameters():
             parameter.requires_grad_(id(parameter) in head_ids)
-        return Trainable(TimmClassifier(net), [g for g in groups if g], head)
+        groups = [g for g in groups if g]
+        module = TimmClassifier(net)
+        probe = torch.zeros((1, *tuple(self.data_config["input_size"])))
+        staged = module.split(groups, probe)
+        if not staged:
+            logger.debug("%s: no split at its layer groups; frozen layers below the "
+                         "trainable ones run every epoch", self.name)
+        return Trainable(module, groups, head, stages=module if staged else None)
 
     def features(self, x: Any, layers: Layers, pooling: str) -> Any:
         """The pooled, concatenated features of ``layers`` as a torch tensor (traceable)."""
@@ -205,11 +212,60 @@ class TimmBackbone:
 
 
 class TimmClassifier(torch.nn.Module):
-    """A timm network with its new head: logits, or the pre-logits features the head reads."""
+    """A timm network with its new head: logits, or the pre-logits features the head reads.
+
+    Where the family's ``forward_features`` is a chain of stages, one per coarse layer group
+    (EfficientNet and MobileNet-style ``blocks``, ResNet ``layer1..4``, ViT ``blocks``),
+    :meth:`split` records them, and :meth:`run_stages` runs any slice of the chain: what
+    lets fine-tuning compute the frozen stages below the trainable ones once per fit."""
 
     def __init__(self, net: Any):
         super().__init__()
         self.net = net
+        self._stages: list[tuple[list[Any], Any]] = []  # (modules, function) per stage
+
+    @property
+    def n_stages(self) -> int:
+        return len(self._stages)
+
+    def split(self, groups: list[list[Any]], probe: Any) -> bool:
+        """Split ``forward_features`` into one stage per layer group, if this family's
+        stages are known, own exactly their group's parameters, and chained give
+        ``forward_features`` on ``probe``; otherwise leave it whole. Returns whether it
+        split."""
+        stages = _family_stages(self.net)
+        if stages is None or len(stages) != len(groups):
+            return False
+        for (modules, _), group in zip(stages, groups, strict=True):
+            owned = {id(p) for owner in modules for p in owner.parameters()}
+            if owned != {id(p) for p in group}:
+                return False
+        self._stages = stages
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            whole = self.net.forward_features(probe)
+            chained = self.run_stages(probe, 0, self.n_stages)
+        self.net.train(was_training)
+        if whole.shape != chained.shape or not torch.allclose(whole, chained, rtol=1e-4,
+                                                              atol=1e-5):
+            self._stages = []
+            return False
+        return True
+
+    def run_stages(self, x: Any, start: int, stop: int) -> Any:
+        """Stages ``start`` to ``stop - 1`` on ``x``, the input of stage ``start`` (the
+        normalised images when ``start`` is 0)."""
+        for _, function in self._stages[start:stop]:
+            x = function(x)
+        return x
+
+    def stage_modules(self, index: int) -> list[Any]:
+        return list(self._stages[index][0])
+
+    def embed_from(self, x: Any, start: int) -> Any:
+        """``embed``'s features from the input of stage ``start``."""
+        return self.net.forward_head(self.run_stages(x, start, self.n_stages), pre_logits=True)
 
     def forward(self, x: Any) -> Any:
         return self.net(x)
@@ -225,6 +281,51 @@ class TimmClassifier(torch.nn.Module):
         elif getattr(net, "drop_rate", 0):
             features = torch.nn.functional.dropout(features, net.drop_rate, self.training)
         return net.get_classifier()(features)
+
+
+def _family_stages(net: Any) -> list[tuple[list[Any], Any]] | None:
+    """``forward_features`` of the families whose coarse layer groups are a chain, as one
+    ``(modules, function)`` per group, bottom to top; None for any other network."""
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.resnet import ResNet
+    from timm.models.vision_transformer import VisionTransformer
+
+    if getattr(net, "grad_checkpointing", False):
+        return None
+    if isinstance(net, EfficientNet) and len(net.blocks):
+        blocks = list(net.blocks)
+        stages = [([net.conv_stem, net.bn1], lambda x: net.bn1(net.conv_stem(x)))]
+        stages += [([block], block) for block in blocks[:-1]]
+        stages.append(([blocks[-1], net.conv_head, net.bn2],
+                       lambda x: net.bn2(net.conv_head(blocks[-1](x)))))
+        return stages
+    if isinstance(net, ResNet):
+        stem = [net.conv1, net.bn1, net.act1, net.maxpool]
+        return [(stem, lambda x: net.maxpool(net.act1(net.bn1(net.conv1(x)))))] + [
+            ([layer], layer) for layer in (net.layer1, net.layer2, net.layer3, net.layer4)]
+    if isinstance(net, VisionTransformer) and len(net.blocks):
+        blocks = list(net.blocks)
+        embedding = _Parameters(net, [name for name, _ in net.named_parameters(recurse=False)])
+        stages = [([embedding, net.patch_embed, net.patch_drop, net.norm_pre],
+                   lambda x: net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(x)))))]
+        stages += [([block], block) for block in blocks[:-1]]
+        stages.append(([blocks[-1], net.norm], lambda x: net.norm(blocks[-1](x))))
+        return stages
+    return None
+
+
+class _Parameters:
+    """A network's own parameters (a ViT's class token and position embedding), as a stage
+    owner."""
+
+    def __init__(self, net: Any, names: list[str]):
+        self.net, self.names = net, names
+
+    def parameters(self) -> list[Any]:
+        return [getattr(self.net, name) for name in self.names]
+
+    def modules(self) -> list[Any]:
+        return []
 
 
 def _pool_spatial(features: Any, pooling: str) -> Any:

@@ -602,9 +602,10 @@ class FineTunedImageRegressor(ImageFineTuning, FineTunedRegressor):
     ``y`` is one column of real values or several (multi-output regression, one output per
     column); the values are standardised inside and predictions come back in their units.
     Epoch 0 is the frozen solution: a ridge regression on the frozen features of the
-    training split, its penalty chosen by leave-one-out cross-validation, folded into the
-    linear head (refitted on every row when it is kept). Epochs are compared by the mean
-    squared error of the standardised values on the validation split, or by ``scoring``
+    training split (as they are or standardised, whichever cross-validates better), its
+    penalty chosen by leave-one-out cross-validation, folded into the linear head
+    (refitted on every row when it is kept). Epochs are compared by the mean squared error
+    of the standardised values on the validation split, or by ``scoring``
     (any scikit-learn regression scorer, on predictions in the original units). Everything
     else is the recipe of :class:`FineTunedImageClassifier`, whose parameters it takes but
     ``class_weight``; ``score`` is R².

@@ -1,9 +1,10 @@
-"""Frozen features for fine-tuning, computed once per row, and the linear probes fitted on
-them that start fine-tuning where the frozen baseline ends (LP-FT, Kumar et al., 2022).
+"""The linear probes, fitted on frozen features, that start fine-tuning where the frozen
+baseline ends (LP-FT, Kumar et al., 2022).
 
 Classes are probed by scikit-learn's ``LogisticRegression`` on the features as they are or
 standardised, whichever, with whichever ``C``, has the better cross-validated log-loss; real
-values by ``RidgeCV`` on standardised features. A probe is folded into (its slice of) the
+values by ``RidgeCV`` on the features as they are or standardised, whichever has the lower
+cross-validated squared error. A probe is folded into (its slice of) the
 network's linear head, ``W = coef / scale`` and ``b = intercept - W @ mean``, so that the
 head's outputs are the probe's decision function. Each kind of target
 (:mod:`sktransfer.finetune.targets`) says which probe it needs and where it goes.
@@ -11,41 +12,17 @@ head's outputs are the probe's decision function. Each kind of target
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import log_loss
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-
-
-class FeatureStore:
-    """The penultimate features (``module.embed``) of the frozen network, computed once per
-    row on first use, from un-augmented inputs. Valid while no backbone parameter has
-    changed: the caller stops using it once one has."""
-
-    def __init__(self, net: Any, batches: Callable[..., Any], items: Sequence[Any],
-                 device: str):
-        self.net, self.batches, self.items, self.device = net, batches, items, device
-        self._rows: dict[int, np.ndarray] = {}
-
-    def features(self, rows: np.ndarray) -> np.ndarray:
-        missing = np.asarray([row for row in rows if int(row) not in self._rows], dtype=int)
-        if len(missing):
-            was_training = self.net.training
-            self.net.eval()
-            with torch.inference_mode():
-                for positions, inputs in self.batches(self.items, missing, rng=None,
-                                                      device=self.device):
-                    vectors = self.net.embed(inputs).float().cpu().numpy()
-                    self._rows.update(zip((int(p) for p in positions), vectors, strict=True))
-            self.net.train(was_training)
-        return np.stack([self._rows[int(row)] for row in rows])
 
 
 def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
@@ -83,15 +60,29 @@ RIDGE_ALPHAS = np.logspace(-3, 5, 17)
 def ridge_probe(train_x: np.ndarray, train_y: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The probe of real values (one column per output, already standardised): a ridge
-    regression on the standardised training features, its penalty chosen among
-    ``RIDGE_ALPHAS`` by efficient leave-one-out cross-validation (``RidgeCV``). Returns its
+    regression on the training features as they are or standardised, whichever has the
+    lower 5-fold cross-validated squared error (the scaler fitted inside each fold), its
+    penalty chosen among ``RIDGE_ALPHAS`` by efficient leave-one-out cross-validation
+    (``RidgeCV``). Standardising can lose badly: a feature all but dead on the training rows
+    (a ReLU that rarely fires) is scaled up a thousandfold on the rows where it does fire;
+    on ELPV's defect probability that doubled the error on two folds of five. Returns the
     prediction function on the raw features, ``(coef, intercept, alpha)``, one row per
     output."""
-    scaler = StandardScaler().fit(train_x)
-    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(train_x), train_y)
+    folds = KFold(min(5, len(train_x)), shuffle=True, random_state=0)
+    errors = [-cross_val_score(_ridge(standardize), train_x, train_y, cv=folds,
+                               scoring="neg_mean_squared_error").mean()
+              for standardize in (False, True)]
+    standardize = bool(np.argmin(errors))
+    model = _ridge(standardize).fit(train_x, train_y)
+    ridge = model[-1]
     coef, intercept = _unscaled(np.atleast_2d(ridge.coef_), np.atleast_1d(ridge.intercept_),
-                                scaler)
+                                model[0] if standardize else None)
     return coef, intercept, float(ridge.alpha_)
+
+
+def _ridge(standardize: bool) -> Pipeline:
+    return make_pipeline(*([StandardScaler()] if standardize else []),
+                         RidgeCV(alphas=RIDGE_ALPHAS))
 
 
 def _unscaled(coef: np.ndarray, intercept: np.ndarray, scaler: StandardScaler | None

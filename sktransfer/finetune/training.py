@@ -24,8 +24,10 @@ kind of target (:mod:`sktransfer.finetune.targets` owns what differs between the
    best epoch is restored; without it (the default), the last epoch is kept. The kept epoch's
    calibration (a temperature) is the result's.
 
-Head-only epochs without augmentation train on the frozen features, computed once
-(:class:`~sktransfer.finetune.probe.FeatureStore`). This module imports torch.
+Without augmentation, the frozen layers run once per row and fit, not once per epoch
+(:mod:`sktransfer.finetune.frozen`): head-only epochs train on the stored penultimate
+features, and later epochs, where the network splits at its layer groups, on the stored
+activations entering the lowest trainable group. This module imports torch.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ import torch
 
 from sktransfer.backbones._contract import Trainable
 from sktransfer.exceptions import TrainingDivergedError
-from sktransfer.finetune.probe import FeatureStore, linear_head
+from sktransfer.finetune.frozen import ActivationStore, FeatureStore, frozen_is_deterministic
+from sktransfer.finetune.probe import linear_head
 from sktransfer.finetune.targets import Targets, Validation
 from sktransfer.modality import Rows
 
@@ -138,7 +141,10 @@ class TrainingRun:
         self.batches = batches
         self.train_rows, self.val_rows, self.device = train_rows, val_rows, device
         self.steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
-        self.store = FeatureStore(self.net, batches, items, device)
+        self.stages = trainable.stages
+        self.activations = self._activation_store()
+        self.store = FeatureStore(self.net, batches, items, device, self.activations)
+        self.boundary: int | None = None  # where training starts from stored activations
         self.touched = False  # whether a backbone parameter has been trained yet
         self.started: dict[str, float] = {}  # parameter group -> epoch it began training
         self.history: list[dict[str, Any]] = []
@@ -154,6 +160,7 @@ class TrainingRun:
             if n_unfrozen != unfrozen_before:  # a new phase: new parameter groups
                 optimizer = self.optimizer(n_unfrozen)
                 unfrozen_before = n_unfrozen
+                self.boundary = self._boundary(n_unfrozen)
             started = time.perf_counter()
             loss = self.train_epoch(optimizer, rng, epoch, n_unfrozen)
             candidate = self.evaluate(epoch, n_unfrozen, loss, optimizer,
@@ -173,6 +180,32 @@ class TrainingRun:
         self.net.eval()
         return TrainingResult(self.net, self.history, self.kept.epoch, self.kept.score,
                               self.kept.calibration, len(self.groups))
+
+    def _boundaries(self) -> list[int]:
+        """The boundary (index of the lowest trainable group) of every phase with a
+        trainable group, in the order training reaches them."""
+        n_groups, found = len(self.groups), []
+        for step in range(self.recipe.max_epochs):
+            n_unfrozen = self.recipe.n_unfrozen(step, n_groups)
+            if n_unfrozen and n_groups - n_unfrozen not in found:
+                found.append(n_groups - n_unfrozen)
+        return found
+
+    def _activation_store(self) -> ActivationStore | None:
+        recipe, stages = self.recipe, self.stages
+        boundaries = self._boundaries()
+        if (stages is None or recipe.augment or not recipe.reuse_frozen or not boundaries
+                or not frozen_is_deterministic(stages, max(boundaries), recipe.batchnorm)):
+            return None
+        rows = np.concatenate([self.train_rows, self.val_rows])
+        return ActivationStore(self.net, stages, self.batches, self.items, rows, boundaries,
+                               device=self.device, batch_size=recipe.batch_size)
+
+    def _boundary(self, n_unfrozen: int) -> int | None:
+        if self.activations is None or n_unfrozen == 0:
+            return None
+        boundary = len(self.groups) - n_unfrozen
+        return boundary if self.activations.prepare(boundary) else None
 
     def start(self) -> Validation:
         """Epoch 0: the head from a linear probe on frozen features (or as initialised)."""
@@ -260,13 +293,21 @@ class TrainingRun:
     def _logits(self, rows: np.ndarray, rng: np.random.Generator | None
                 ) -> Iterator[tuple[Any, Any]]:
         """``(positions, logits)`` per batch of ``rows``: from the stored frozen features
-        while the backbone is untouched and inputs are not augmented (the frozen layers are
-        not run again), through the whole network otherwise."""
+        while the backbone is untouched and inputs are not augmented, from the stored
+        activations at the lowest trainable group's boundary once it is touched (the frozen
+        layers are not run again), through the whole network otherwise."""
         augment = rng is not None and self.recipe.augment
-        if self._frozen() and not augment:
+        if not augment and (self._frozen() or self.boundary is not None):
             for start in range(0, len(rows), self.recipe.batch_size):
                 chunk = rows[start:start + self.recipe.batch_size]
-                features = torch.as_tensor(self.store.features(chunk), device=self.device)
+                boundary = self.boundary
+                if self._frozen() or boundary is None:
+                    features = torch.as_tensor(self.store.features(chunk),
+                                               device=self.device)
+                else:
+                    assert self.activations is not None and self.stages is not None
+                    features = self.stages.embed_from(self.activations.get(boundary, chunk),
+                                                      boundary)
                 yield chunk, self.net.classify(features)
             return
         for positions, inputs in self.batches(self.items, rows,

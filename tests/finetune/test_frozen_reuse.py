@@ -1,0 +1,123 @@
+"""The frozen layers run once per row and fit, at any unfreezing depth: counted at each layer
+group's modules, checked against recomputing them, and with too little memory to store
+them."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CNN, TINY_VIT
+
+import sktransfer.finetune.frozen as frozen
+from sktransfer.backbones.timm import get_timm_backbone
+from sktransfer.finetune import FineTunedImageClassifier
+
+TINY = dict(weights="random", random_state=0, batch_size=16, augment=False)
+
+
+def squares(n=40, seed=0):
+    """Images whose class is a brighter square in the top-left corner or not, in noise."""
+    rng = np.random.default_rng(seed)
+    X = (rng.random((n, 32, 32, 3)) * 200).astype(np.uint8)
+    y = np.arange(n) % 2
+    X[y == 1, :12, :12] //= 2
+    X[y == 1, :12, :12] += 100
+    return X, y
+
+
+def frozen_rows_by_group(model: str, monkeypatch, **params):
+    """Fit, and count for each layer group the rows its modules ran forward on while the
+    group was frozen (its parameters not trainable)."""
+    from sktransfer.backbones.timm import TimmBackbone
+
+    counts: dict[int, int] = {}
+    real_trainable = TimmBackbone.trainable
+
+    def counted(self, n_classes):
+        trainable = real_trainable(self, n_classes)
+        assert trainable.stages is not None  # the family splits at its groups
+        for index in range(trainable.stages.n_stages):
+            group = trainable.groups[index]
+
+            def hook(module, args, output, index=index, group=group):
+                if not any(p.requires_grad for p in group):
+                    counts[index] = counts.get(index, 0) + len(args[0])
+            first = trainable.stages.stage_modules(index)
+            owners = [m for m in first if hasattr(m, "register_forward_hook")]
+            owners[0].register_forward_hook(hook)
+        return trainable
+
+    monkeypatch.setattr(TimmBackbone, "trainable", counted)
+    X, y = squares()
+    fitted = FineTunedImageClassifier(model, **TINY, **params).fit(X, y)
+    return counts, len(X), fitted
+
+
+@pytest.mark.parametrize("model", [TINY_CNN, TINY_VIT])
+def test_no_frozen_group_runs_twice_for_a_row_in_one_fit(model, monkeypatch):
+    counts, n, fitted = frozen_rows_by_group(model, monkeypatch, max_epochs=4)
+    assert [r["unfrozen_groups"] for r in fitted.history_] == [0, 1, 2, 3, 4]
+    # every group ran frozen exactly once per row (the first pass, which also gave the
+    # probe its features); recomputing would add the training and validation rows of
+    # every epoch the group stayed frozen
+    assert counts and set(counts.values()) == {n}, counts
+
+
+def test_stored_activations_train_exactly_as_recomputed_ones():
+    X, y = squares()
+    reused = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=4).fit(X, y)
+    recomputed = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=4)
+    recomputed._reuse_frozen = False
+    recomputed.fit(X, y)
+    for a, b in zip(reused.history_, recomputed.history_, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-6)
+        if a["epoch"]:
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(reused.predict_proba(X), recomputed.predict_proba(X),
+                               atol=1e-5)
+
+
+def test_a_fit_whose_activations_do_not_fit_recomputes_them_and_says_so(monkeypatch,
+                                                                         caplog):
+    X, y = squares()
+    expected = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=3).fit(X, y)
+    monkeypatch.setattr(frozen, "ACTIVATION_BUDGET", 1)  # one byte: nothing fits
+    with caplog.at_level(logging.INFO, logger="sktransfer"):
+        squeezed = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=3).fit(X, y)
+    said = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(said) == 1, said  # one line, at the first depth that could not be stored
+    np.testing.assert_allclose(squeezed.predict_proba(X), expected.predict_proba(X),
+                               atol=1e-5)
+
+
+def test_part_of_the_boundaries_fit_and_the_rest_are_recomputed_once(monkeypatch, caplog):
+    """A budget for the top boundaries only: a lower one is computed when its epoch comes,
+    from the inputs once more (logged), and training is the same."""
+    X, y = squares()
+    expected = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=5).fit(X, y)
+    backbone = get_timm_backbone(TINY_CNN, "random", "cpu")
+    stages = backbone.trainable(2).stages
+    probe = torch.zeros((1, *backbone.data_config["input_size"]))
+    n_groups = stages.n_stages
+    sizes = [stages.run_stages(probe, 0, b)[0].numel() * 4 for b in range(n_groups)]
+    top, second, third = sizes[n_groups - 1], sizes[n_groups - 2], sizes[n_groups - 3]
+    assert third > top + second  # lower boundaries are the larger ones
+    # the first pass keeps the top two; the third fits only once they are freed
+    monkeypatch.setattr(frozen, "ACTIVATION_BUDGET", third * len(X))
+    with caplog.at_level(logging.INFO, logger="sktransfer"):
+        squeezed = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=5).fit(X, y)
+    said = [r.getMessage() for r in caplog.records if "run once more" in r.getMessage()]
+    assert said, [r.getMessage() for r in caplog.records]
+    np.testing.assert_allclose(squeezed.predict_proba(X), expected.predict_proba(X),
+                               atol=1e-5)
+
+
+def test_families_that_do_not_split_train_as_before():
+    backbone = get_timm_backbone("test_convnext", "random", "cpu")
+    assert backbone.trainable(2).stages is None
+    X, y = squares(24)
+    fitted = FineTunedImageClassifier("test_convnext", **TINY, max_epochs=2).fit(X, y)
+    assert fitted.history_[-1]["unfrozen_groups"] == 2
