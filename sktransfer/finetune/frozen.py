@@ -106,11 +106,13 @@ class ActivationStore:
             return self._recompute(boundary)
         below = [b for b in self.stored if b < boundary]
         start = max(below) if below else 0
-        if self.sizes and not below:  # the first pass could not keep it, nor one below
+        if self.sizes:  # the first pass could not keep it beside the others
             logger.info("fine-tuning: the activations entering layer group %d did not fit "
-                        "beside the others in the %.2f GB set aside; the frozen layers "
-                        "below it run once more, from the inputs", boundary,
-                        self.budget / 1e9)
+                        "beside the others in the %.2f GB set aside; frozen layer groups "
+                        "%d to %d run once more, from %s", boundary, self.budget / 1e9,
+                        start, boundary - 1,
+                        "the inputs" if start == 0 and 0 not in self.stored
+                        else f"the stored activations entering group {start}")
         wanted = [b for b in self.order if start <= b <= boundary and b not in self.stored]
         return boundary in self._fill(start, boundary, wanted) or self._recompute(boundary)
 
