@@ -79,6 +79,15 @@ class Stages(Protocol):
     def stage_modules(self, index: int) -> list[Any]:
         """The modules stage ``index`` runs."""
 
+    def storable(self, boundary: int) -> bool:
+        """Whether the activation at ``boundary`` is tensors (text's boundary 0 is strings)."""
+
+    def rows(self, x: Any) -> list[Any]:
+        """A batch's activation at a boundary, one float32 CPU tensor (or tuple) per row."""
+
+    def collate(self, rows: list[Any], device: str) -> Any:
+        """``rows`` of :meth:`rows` as one batch's activation again, on ``device``."""
+
 
 @dataclass
 class Trainable:

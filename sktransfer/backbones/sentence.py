@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._registry import get_backbone_spec, offline_hint
 from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
 from sktransfer.exceptions import ModelUnavailableError, describe
+
+logger = logging.getLogger("sktransfer")
 
 
 def _local_hint() -> str:
@@ -154,7 +157,12 @@ class SentenceBackbone:
         groups += [list(layer.parameters()) for layer in transformer.encoder.layer]
         for parameter in encoder.parameters():
             parameter.requires_grad_(False)
-        return Trainable(net, groups, list(net.head.parameters()))
+        staged = net.split(groups, PROBE_TEXTS)
+        if not staged:
+            logger.debug("%s: no split at its layers; frozen layers below the trainable "
+                         "ones run every epoch", self.name)
+        return Trainable(net, groups, list(net.head.parameters()),
+                         stages=net if staged else None)
 
 
 PAD_MULTIPLE = 8  # bucket width in tokens: at most 7 padding tokens per text
@@ -210,6 +218,7 @@ class SentenceClassifier(torch.nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = torch.nn.Linear(n_features, n_classes)
+        self._layers: list[Any] = []
 
     def embed(self, texts: list[str]) -> Any:
         device = self.head.weight.device
@@ -223,6 +232,92 @@ class SentenceClassifier(torch.nn.Module):
 
     def forward(self, texts: list[str]) -> Any:
         return self.classify(self.embed(texts))
+
+    # ---- the encoder as a chain of stages, one per layer group (see Stages) -------------
+    # Boundary 0 is the texts; boundary i > 0 is the hidden states entering layer i - 1,
+    # with the attention mask: (hidden (B, T, H), mask (B, T)). A BERT-style encoder
+    # (``embeddings``, ``encoder.layer``, ``_create_attention_masks``) splits; any other
+    # does not, and trains whole.
+    @property
+    def n_stages(self) -> int:
+        return len(self._layers) + 1 if self._layers else 0
+
+    def split(self, groups: list[list[Any]], probe: list[str]) -> bool:
+        """Split at the groups (embeddings, then each layer) if each stage owns exactly its
+        group's parameters and the chain gives ``embed`` on ``probe``."""
+        model = self.encoder[0].auto_model
+        layers = list(getattr(getattr(model, "encoder", None), "layer", []))
+        if (not layers or not hasattr(model, "embeddings") or len(groups) != len(layers) + 1
+                or not hasattr(model, "_create_attention_masks")):
+            return False
+        owners = [model.embeddings, *layers]
+        if any({id(p) for p in owner.parameters()} != {id(p) for p in group}
+               for owner, group in zip(owners, groups, strict=True)):
+            return False
+        self._layers = layers
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                whole = self.embed(probe)
+                chained = self.embed_from(self.run_stages(probe, 0, 1), 1)
+            same = whole.shape == chained.shape and bool(
+                torch.allclose(whole, chained, rtol=1e-4, atol=1e-5))
+        except (TypeError, ValueError, AttributeError, RuntimeError):  # another interface
+            same = False
+        self.train(was_training)
+        if not same:
+            self._layers = []
+        return same
+
+    def run_stages(self, x: Any, start: int, stop: int) -> Any:
+        model = self.encoder[0].auto_model
+        for stage in range(start, stop):
+            if stage == 0:
+                device = self.head.weight.device
+                features = {key: value.to(device) for key, value in
+                            tokenize(self.encoder, x).items()
+                            if isinstance(value, torch.Tensor)}
+                hidden = model.embeddings(input_ids=features["input_ids"],
+                                          token_type_ids=features.get("token_type_ids"))
+                x = (hidden, features["attention_mask"])
+            else:
+                hidden, mask = x
+                extended = model._create_attention_masks(
+                    attention_mask=mask, encoder_attention_mask=None,
+                    embedding_output=hidden, encoder_hidden_states=None, cache=None)[0]
+                out = self._layers[stage - 1](hidden, extended)
+                x = (out[0] if isinstance(out, tuple) else out, mask)
+        return x
+
+    def embed_from(self, x: Any, start: int) -> Any:
+        hidden, mask = self.run_stages(x, start, self.n_stages)
+        features = {"token_embeddings": hidden, "attention_mask": mask}
+        for module in list(self.encoder)[1:]:  # pooling, then normalisation if any
+            features = module(features)
+        return features["sentence_embedding"]
+
+    def stage_modules(self, index: int) -> list[Any]:
+        model = self.encoder[0].auto_model
+        return [model.embeddings] if index == 0 else [self._layers[index - 1]]
+
+    def storable(self, boundary: int) -> bool:
+        return boundary > 0
+
+    def rows(self, x: Any) -> list[Any]:
+        hidden, mask = x
+        keep = mask.bool().cpu()
+        hidden = hidden.float().cpu()
+        return [hidden[i][keep[i]] for i in range(len(hidden))]
+
+    def collate(self, rows: list[Any], device: str) -> Any:
+        width = max(len(r) for r in rows)
+        hidden = torch.zeros((len(rows), width, rows[0].shape[-1]), dtype=rows[0].dtype)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            hidden[i, :len(r)] = r
+            mask[i, :len(r)] = 1
+        return hidden.to(device), mask.to(device)
 
 
 def get_sentence_backbone(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:

@@ -263,6 +263,15 @@ class TimmClassifier(torch.nn.Module):
     def stage_modules(self, index: int) -> list[Any]:
         return list(self._stages[index][0])
 
+    def storable(self, boundary: int) -> bool:
+        return True
+
+    def rows(self, x: Any) -> list[Any]:
+        return list(x.float().cpu().unbind(0))
+
+    def collate(self, rows: list[Any], device: str) -> Any:
+        return torch.stack(rows).to(device)
+
     def embed_from(self, x: Any, start: int) -> Any:
         """``embed``'s features from the input of stage ``start``."""
         return self.net.forward_head(self.run_stages(x, start, self.n_stages), pre_logits=True)

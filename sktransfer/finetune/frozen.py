@@ -14,9 +14,10 @@ trainable one are frozen: their output for a row does not change until that grou
   epoch comes, from the nearest stored boundary below it, or, if even it alone does not
   fit, the frozen layers run every epoch (one log line says so).
 
-Both compute in eval mode, as the frozen layers run while training (batch norm frozen);
-a network with batch norm in training mode, dropout or stochastic depth in its frozen layers
-is recomputed instead, since its frozen output changes from epoch to epoch.
+Both compute in eval mode, as frozen layers run while training: a frozen layer group is
+used as at inference (dropout and stochastic depth off, batch norm frozen), so its output
+for a row is the same every epoch. With ``batchnorm="train"`` the frozen layers' batch
+norm follows each batch, and they are recomputed instead.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class FeatureStore:
 class ActivationStore:
     """The activations at the boundaries ``boundaries`` (in the order training reaches
     them: from the top down) of ``rows`` (training and validation), see the module
-    docstring. ``get`` answers for a boundary that ``prepare`` made ready."""
+    docstring, kept row by row (a text's hidden states are as long as the text).
+    ``get`` answers for a boundary that ``prepare`` made ready."""
 
     def __init__(self, net: Any, stages: Stages, batches: Callable[..., Any],
                  items: Sequence[Any], rows: np.ndarray, boundaries: Sequence[int], *,
@@ -77,12 +79,10 @@ class ActivationStore:
         self.device, self.batch_size = device, batch_size
         self.budget = ACTIVATION_BUDGET if budget is None else budget
         self.rows = np.sort(np.asarray(rows, dtype=int))
-        self.slot = {int(row): i for i, row in enumerate(self.rows)}
-        self.order = list(boundaries)
-        self.stored: dict[int, torch.Tensor] = {}
-        self.sizes: dict[int, int] = {}  # bytes per row at each boundary, once seen
+        self.order = [b for b in boundaries if stages.storable(b)]
+        self.stored: dict[int, dict[int, Any]] = {}  # boundary -> row -> activation
+        self.sizes: dict[int, float] = {}  # mean bytes per row at each boundary, once seen
         self.recomputing: set[int] = set()
-        self.stage_runs = np.zeros(stages.n_stages, dtype=int)  # rows each stage ran on
 
     def penultimate(self) -> dict[int, np.ndarray]:
         """Every row's penultimate features, by row, from one pass through every stage that
@@ -91,9 +91,10 @@ class ActivationStore:
         self._fill(0, self.stages.n_stages, self.order, features)
         return features
 
-    def get(self, boundary: int, rows: np.ndarray) -> torch.Tensor:
-        """The stored activations of ``rows`` at ``boundary`` (a fresh tensor)."""
-        return self.stored[boundary][[self.slot[int(row)] for row in rows]].to(self.device)
+    def get(self, boundary: int, rows: np.ndarray) -> Any:
+        """The stored activations of ``rows`` at ``boundary``, as one batch."""
+        stored = self.stored[boundary]
+        return self.stages.collate([stored[int(row)] for row in rows], self.device)
 
     def prepare(self, boundary: int) -> bool:
         """Make ``boundary`` ready, freeing the stale ones above it; False when it cannot be
@@ -102,7 +103,8 @@ class ActivationStore:
             del self.stored[stale]
         if boundary in self.stored:
             return True
-        if boundary in self.recomputing or not self._fits(boundary):
+        if (boundary in self.recomputing or not self.stages.storable(boundary)
+                or not self._fits(boundary)):
             return self._recompute(boundary)
         below = [b for b in self.stored if b < boundary]
         start = max(below) if below else 0
@@ -110,62 +112,65 @@ class ActivationStore:
             logger.info("fine-tuning: the activations entering layer group %d did not fit "
                         "beside the others in the %.2f GB set aside; frozen layer groups "
                         "%d to %d run once more, from %s", boundary, self.budget / 1e9,
-                        start, boundary - 1,
-                        "the inputs" if start == 0 and 0 not in self.stored
+                        start, boundary - 1, "the inputs" if start not in self.stored
                         else f"the stored activations entering group {start}")
         wanted = [b for b in self.order if start <= b <= boundary and b not in self.stored]
         return boundary in self._fill(start, boundary, wanted) or self._recompute(boundary)
 
+    def _used(self) -> float:
+        return sum(self.sizes[b] * len(self.rows) for b in self.stored)
+
     def _fits(self, boundary: int) -> bool:
         if boundary not in self.sizes:  # not seen yet: the pass decides
             return True
-        used = sum(t.numel() * 4 for t in self.stored.values())
-        return bool(used + self.sizes[boundary] * len(self.rows) <= self.budget)
+        return bool(self._used() + self.sizes[boundary] * len(self.rows) <= self.budget)
 
     def _recompute(self, boundary: int) -> bool:
         if not self.recomputing:
+            need = self.sizes.get(boundary)
             logger.info(
-                "fine-tuning: the activations entering layer group %d of %d rows need "
-                "%.2f GB, more than the %.2f GB set aside; from there down the frozen "
-                "layers below the trainable ones run every epoch", boundary, len(self.rows),
-                self.sizes[boundary] * len(self.rows) / 1e9, self.budget / 1e9)
+                "fine-tuning: the activations entering layer group %d of %d rows %s; from "
+                "there down the frozen layers below the trainable ones run every epoch",
+                boundary, len(self.rows),
+                "cannot be stored" if need is None else
+                f"need {need * len(self.rows) / 1e9:.2f} GB, more than the "
+                f"{self.budget / 1e9:.2f} GB set aside")
         self.recomputing.add(boundary)
         return False
 
     def _fill(self, start: int, stop: int, wanted: list[int],
               features: dict[int, np.ndarray] | None = None) -> set[int]:
         """One pass through stages ``start`` to ``stop - 1`` over every row, storing the
-        boundaries of ``wanted`` that fit the budget (in its order); returns them. With
-        ``features`` (and ``stop`` the last stage), the penultimate features go there."""
+        boundaries of ``wanted`` that fit the budget (in its order, judged on the first
+        batch); returns them. With ``features`` (and ``stop`` the last stage), the
+        penultimate features go there."""
         chosen: set[int] | None = None
-        slices: dict[int, torch.Tensor] = {}
+        kept: dict[int, dict[int, Any]] = {}
         with _evaluating(self.net), torch.no_grad():
             for first in range(0, len(self.rows), self.batch_size):
-                rows = self.rows[first:first + self.batch_size]
-                for positions, x in self._inputs(start, rows):
-                    slots = [self.slot[int(p)] for p in positions]
+                for positions, x in self._inputs(start, self.rows[first:first + self.batch_size]):
                     activations = {start: x}
                     for stage in range(start, stop):
                         x = self.stages.run_stages(x, stage, stage + 1)
                         activations[stage + 1] = x
-                    self.stage_runs[start:stop] += len(slots)
                     if chosen is None:
                         chosen = self._choose(activations, wanted)
-                        slices = {b: torch.empty((len(self.rows), *activations[b].shape[1:]),
-                                                 dtype=torch.float32) for b in chosen}
+                        kept = {b: {} for b in chosen}
                     for b in chosen:
-                        slices[b][slots] = activations[b].float().cpu()
+                        kept[b].update(zip(positions, self.stages.rows(activations[b]),
+                                           strict=True))
                     if features is not None:
                         vectors = self.stages.embed_from(x, stop).float().cpu().numpy()
-                        features.update(zip((int(p) for p in positions), vectors,
-                                            strict=True))
-        self.stored.update(slices)
+                        features.update(zip(positions, vectors, strict=True))
+        self.stored.update(kept)
         return chosen or set()
 
-    def _choose(self, activations: dict[int, torch.Tensor], wanted: list[int]) -> set[int]:
+    def _choose(self, activations: dict[int, Any], wanted: list[int]) -> set[int]:
         for b, x in activations.items():
-            self.sizes[b] = int(np.prod(x.shape[1:])) * 4
-        used = sum(t.numel() * 4 for t in self.stored.values())
+            if self.stages.storable(b):
+                rows = self.stages.rows(x)
+                self.sizes[b] = sum(r.numel() * r.element_size() for r in rows) / len(rows)
+        used = self._used()
         chosen = set()
         for b in wanted:
             need = self.sizes[b] * len(self.rows)
@@ -175,26 +180,23 @@ class ActivationStore:
         return chosen
 
     def _inputs(self, start: int, rows: np.ndarray) -> Iterator[tuple[list[int], Any]]:
-        if start == 0 and 0 not in self.stored:
-            yield from self.batches(self.items, rows, rng=None, device=self.device)
-        else:
+        if start in self.stored:
             yield [int(row) for row in rows], self.get(start, rows)
+        else:  # start is 0: the inputs
+            for positions, inputs in self.batches(self.items, rows, rng=None,
+                                                  device=self.device):
+                yield [int(p) for p in positions], inputs
 
 
-def frozen_is_deterministic(stages: Stages, below: int, batchnorm: str) -> bool:
-    """Whether stages ``0..below-1`` give the same output every epoch while frozen: batch
-    norm frozen (or absent), no active dropout or stochastic depth."""
-    for index in range(below):
-        for owner in stages.stage_modules(index):
-            for module in owner.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and \
-                        batchnorm != "frozen":
-                    return False
-                rate = getattr(module, "p", None) if isinstance(module, torch.nn.Dropout) \
-                    else getattr(module, "drop_prob", None)
-                if rate:
-                    return False
-    return True
+def frozen_is_stable(stages: Stages, below: int, batchnorm: str) -> bool:
+    """Whether stages ``0..below-1`` give the same output every epoch while frozen: they run
+    as at inference (dropout off, see ``TrainingRun``), so only batch norm in training mode
+    (``batchnorm="train"``) moves them."""
+    if batchnorm == "frozen":
+        return True
+    return not any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+                   for index in range(below) for owner in stages.stage_modules(index)
+                   for module in owner.modules())
 
 
 class _evaluating:

@@ -45,7 +45,7 @@ import torch
 
 from sktransfer.backbones._contract import Trainable
 from sktransfer.exceptions import TrainingDivergedError
-from sktransfer.finetune.frozen import ActivationStore, FeatureStore, frozen_is_deterministic
+from sktransfer.finetune.frozen import ActivationStore, FeatureStore, frozen_is_stable
 from sktransfer.finetune.probe import linear_head
 from sktransfer.finetune.targets import Targets, Validation
 from sktransfer.modality import Rows
@@ -195,7 +195,7 @@ class TrainingRun:
         recipe, stages = self.recipe, self.stages
         boundaries = self._boundaries()
         if (stages is None or recipe.augment or not recipe.reuse_frozen or not boundaries
-                or not frozen_is_deterministic(stages, max(boundaries), recipe.batchnorm)):
+                or not frozen_is_stable(stages, max(boundaries), recipe.batchnorm)):
             return None
         rows = np.concatenate([self.train_rows, self.val_rows])
         return ActivationStore(self.net, stages, self.batches, self.items, rows, boundaries,
@@ -254,17 +254,24 @@ class TrainingRun:
         noise = gains.std(ddof=1) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
         return float(gains.mean()) > noise
 
-    def _train_mode(self) -> None:
+    def _train_mode(self, n_unfrozen: int) -> None:
+        """Training mode, but for frozen layer groups (where the network splits at them),
+        which run as at inference (no dropout), and batch norm as ``batchnorm`` says."""
         self.net.train()
-        if self.recipe.batchnorm == "frozen":  # small target sets estimate these badly
-            for module in self.net.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        if self.stages is not None:
+            for index in range(len(self.groups) - n_unfrozen):
+                for owner in self.stages.stage_modules(index):
+                    if isinstance(owner, torch.nn.Module):
+                        owner.eval()
+        for module in self.net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                # frozen: pretrained statistics, which small target sets estimate badly
+                module.train(self.recipe.batchnorm == "train")
 
     def train_epoch(self, optimizer: Any, rng: np.random.Generator, epoch: int,
                     n_unfrozen: int) -> float:
         recipe = self.recipe
-        self._train_mode()
+        self._train_mode(n_unfrozen)
         self.touched = self.touched or n_unfrozen > 0
         order = rng.permutation(self.train_rows)
         total, count = 0.0, 0

@@ -121,3 +121,48 @@ def test_families_that_do_not_split_train_as_before():
     X, y = squares(24)
     fitted = FineTunedImageClassifier("test_convnext", **TINY, max_epochs=2).fit(X, y)
     assert fitted.history_[-1]["unfrozen_groups"] == 2
+
+
+REVIEWS = ["a wonderful film", "a moving, tender story that stays with you", "brilliant",
+           "dull and slow", "a tedious mess of a script, far too long", "far too long",
+           "funny, warm and sharp", "I want my two hours back"] * 4
+LIKED = np.array([1, 1, 1, 0, 0, 0, 1, 0] * 4)
+
+
+def test_text_layers_run_once_per_row_and_train_as_recomputed(monkeypatch):
+    """The encoder's frozen layers (texts of different lengths: the stored hidden states
+    are re-padded per batch) run once per row, and training matches recomputing them."""
+    from sktransfer.backbones.sentence import SentenceBackbone
+    from sktransfer.finetune import FineTunedTextClassifier
+
+    frozen_rows: dict[int, int] = {}
+    reused = FineTunedTextClassifier(max_epochs=3, batch_size=8, random_state=0)
+
+    real_trainable = SentenceBackbone.trainable
+
+    def counted(self, n_classes, **kwargs):
+        trainable = real_trainable(self, n_classes, **kwargs)
+        assert trainable.stages is not None
+        for index in range(trainable.stages.n_stages):
+            group = trainable.groups[index]
+
+            def hook(module, args, output, index=index, group=group):
+                if not any(p.requires_grad for p in group):  # (the embeddings take keywords)
+                    rows = len(output[0] if isinstance(output, tuple) else output)
+                    frozen_rows[index] = frozen_rows.get(index, 0) + rows
+            trainable.stages.stage_modules(index)[0].register_forward_hook(hook)
+        return trainable
+
+    monkeypatch.setattr(SentenceBackbone, "trainable", counted)
+    reused.fit(REVIEWS, LIKED)
+    monkeypatch.undo()
+    assert set(frozen_rows.values()) == {len(REVIEWS)}, frozen_rows
+    recomputed = FineTunedTextClassifier(max_epochs=3, batch_size=8, random_state=0)
+    recomputed._reuse_frozen = False
+    recomputed.fit(REVIEWS, LIKED)
+    for a, b in zip(reused.history_, recomputed.history_, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-6)
+        if a["epoch"]:
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(reused.predict_proba(REVIEWS),
+                               recomputed.predict_proba(REVIEWS), atol=1e-5)
