@@ -270,7 +270,12 @@ class TimmClassifier(torch.nn.Module):
         return list(x.float().cpu().unbind(0))
 
     def collate(self, rows: list[Any], device: str) -> Any:
-        return torch.stack(rows).to(device)
+        if rows[0].ndim == 3:  # feature maps: channels_last, the layout the network runs
+            # in (see _create); stacking (H, W, C) views builds it without another copy
+            batch = torch.stack([row.permute(1, 2, 0) for row in rows]).permute(0, 3, 1, 2)
+        else:
+            batch = torch.stack(rows)
+        return batch.to(device)
 
     def embed_from(self, x: Any, start: int) -> Any:
         """``embed``'s features from the input of stage ``start``."""

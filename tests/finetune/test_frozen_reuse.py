@@ -28,49 +28,37 @@ def squares(n=40, seed=0):
     return X, y
 
 
-def frozen_rows_by_group(model: str, monkeypatch, **params):
-    """Fit, and count for each layer group the rows its modules ran forward on while the
-    group was frozen (its parameters not trainable)."""
-    from sktransfer.backbones.timm import TimmBackbone
-
+def counting_frozen_rows(backbone_class, monkeypatch) -> dict[int, int]:
+    """For each layer group, the rows its first module will run forward on while the group
+    is frozen (its parameters not trainable), in every fit from now on."""
     counts: dict[int, int] = {}
-    real_trainable = TimmBackbone.trainable
+    real_trainable = backbone_class.trainable
 
-    def counted(self, n_classes):
-        trainable = real_trainable(self, n_classes)
+    def counted(self, n_classes, **kwargs):
+        trainable = real_trainable(self, n_classes, **kwargs)
         assert trainable.stages is not None  # the family splits at its groups
         for index in range(trainable.stages.n_stages):
             group = trainable.groups[index]
 
             def hook(module, args, output, index=index, group=group):
                 if not any(p.requires_grad for p in group):
-                    counts[index] = counts.get(index, 0) + len(args[0])
-            first = trainable.stages.stage_modules(index)
-            owners = [m for m in first if hasattr(m, "register_forward_hook")]
-            owners[0].register_forward_hook(hook)
+                    rows = len(output[0] if isinstance(output, tuple) else output)
+                    counts[index] = counts.get(index, 0) + rows
+            first = next(owner for owner in trainable.stages.stage_modules(index)
+                         if isinstance(owner, torch.nn.Module))
+            first.register_forward_hook(hook)
         return trainable
 
-    monkeypatch.setattr(TimmBackbone, "trainable", counted)
-    X, y = squares()
-    fitted = FineTunedImageClassifier(model, **TINY, **params).fit(X, y)
-    return counts, len(X), fitted
+    monkeypatch.setattr(backbone_class, "trainable", counted)
+    return counts
 
 
-@pytest.mark.parametrize("model", [TINY_CNN, TINY_VIT])
-def test_no_frozen_group_runs_twice_for_a_row_in_one_fit(model, monkeypatch):
-    counts, n, fitted = frozen_rows_by_group(model, monkeypatch, max_epochs=4)
-    assert [r["unfrozen_groups"] for r in fitted.history_] == [0, 1, 2, 3, 4]
-    # every group ran frozen exactly once per row (the first pass, which also gave the
-    # probe its features); recomputing would add the training and validation rows of
-    # every epoch the group stayed frozen
-    assert counts and set(counts.values()) == {n}, counts
-
-
-def test_stored_activations_train_exactly_as_recomputed_ones():
-    X, y = squares()
-    reused = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=4).fit(X, y)
-    recomputed = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=4)
+def assert_trains_as_recomputed(make, X, y):
+    """A fit from the stored activations and one that runs the frozen layers every epoch
+    give the same losses, epoch by epoch, and the same model."""
+    reused, recomputed = make(), make()
     recomputed._reuse_frozen = False
+    reused.fit(X, y)
     recomputed.fit(X, y)
     for a, b in zip(reused.history_, recomputed.history_, strict=True):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-6)
@@ -78,6 +66,25 @@ def test_stored_activations_train_exactly_as_recomputed_ones():
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-6)
     np.testing.assert_allclose(reused.predict_proba(X), recomputed.predict_proba(X),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("model", [TINY_CNN, TINY_VIT])
+def test_no_frozen_group_runs_twice_for_a_row_in_one_fit(model, monkeypatch):
+    from sktransfer.backbones.timm import TimmBackbone
+
+    counts = counting_frozen_rows(TimmBackbone, monkeypatch)
+    X, y = squares()
+    fitted = FineTunedImageClassifier(model, **TINY, max_epochs=4).fit(X, y)
+    assert [r["unfrozen_groups"] for r in fitted.history_] == [0, 1, 2, 3, 4]
+    # every group ran frozen exactly once per row (the first pass, which also gave the
+    # probe its features); recomputing would add the training and validation rows of
+    # every epoch the group stayed frozen
+    assert counts and set(counts.values()) == {len(X)}, counts
+
+
+def test_stored_activations_train_exactly_as_recomputed_ones():
+    assert_trains_as_recomputed(
+        lambda: FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=4), *squares())
 
 
 def test_a_fit_whose_activations_do_not_fit_recomputes_them_and_says_so(monkeypatch,
@@ -135,34 +142,11 @@ def test_text_layers_run_once_per_row_and_train_as_recomputed(monkeypatch):
     from sktransfer.backbones.sentence import SentenceBackbone
     from sktransfer.finetune import FineTunedTextClassifier
 
-    frozen_rows: dict[int, int] = {}
-    reused = FineTunedTextClassifier(max_epochs=3, batch_size=8, random_state=0)
+    def make():
+        return FineTunedTextClassifier(max_epochs=3, batch_size=8, random_state=0)
 
-    real_trainable = SentenceBackbone.trainable
-
-    def counted(self, n_classes, **kwargs):
-        trainable = real_trainable(self, n_classes, **kwargs)
-        assert trainable.stages is not None
-        for index in range(trainable.stages.n_stages):
-            group = trainable.groups[index]
-
-            def hook(module, args, output, index=index, group=group):
-                if not any(p.requires_grad for p in group):  # (the embeddings take keywords)
-                    rows = len(output[0] if isinstance(output, tuple) else output)
-                    frozen_rows[index] = frozen_rows.get(index, 0) + rows
-            trainable.stages.stage_modules(index)[0].register_forward_hook(hook)
-        return trainable
-
-    monkeypatch.setattr(SentenceBackbone, "trainable", counted)
-    reused.fit(REVIEWS, LIKED)
+    counts = counting_frozen_rows(SentenceBackbone, monkeypatch)
+    make().fit(REVIEWS, LIKED)
     monkeypatch.undo()
-    assert set(frozen_rows.values()) == {len(REVIEWS)}, frozen_rows
-    recomputed = FineTunedTextClassifier(max_epochs=3, batch_size=8, random_state=0)
-    recomputed._reuse_frozen = False
-    recomputed.fit(REVIEWS, LIKED)
-    for a, b in zip(reused.history_, recomputed.history_, strict=True):
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4, abs=1e-6)
-        if a["epoch"]:
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-6)
-    np.testing.assert_allclose(reused.predict_proba(REVIEWS),
-                               recomputed.predict_proba(REVIEWS), atol=1e-5)
+    assert counts and set(counts.values()) == {len(REVIEWS)}, counts
+    assert_trains_as_recomputed(make, REVIEWS, LIKED)
