@@ -191,6 +191,20 @@ def cache_home() -> str:
 
 
 @contextlib.contextmanager
+def evaluating(module: Any) -> Iterator[None]:
+    """Eval mode inside the block; after it, every submodule's own mode again (a module's
+    ``train(flag)`` would set them all alike: a frozen encoder inside a new head, in eval
+    mode, would come back with its dropout on)."""
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
+
+
+@contextlib.contextmanager
 def inference(device: str, precision: str) -> Iterator[None]:
     """``torch.inference_mode`` plus autocast for reduced precisions."""
     import torch

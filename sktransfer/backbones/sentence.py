@@ -17,7 +17,13 @@ import torch
 from sktransfer.backbones import _hub
 from sktransfer.backbones._contract import Layers, Trainable
 from sktransfer.backbones._registry import get_backbone_spec, offline_hint
-from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
+from sktransfer.backbones._runtime import (
+    evaluating,
+    inference,
+    load_once,
+    min_cosine,
+    weights_digest,
+)
 from sktransfer.exceptions import ModelUnavailableError, describe
 
 logger = logging.getLogger("sktransfer")
@@ -255,17 +261,14 @@ class SentenceClassifier(torch.nn.Module):
                for owner, group in zip(owners, groups, strict=True)):
             return False
         self._layers = layers
-        was_training = self.training
-        self.eval()
         try:
-            with torch.no_grad():
+            with evaluating(self), torch.no_grad():
                 whole = self.embed(probe)
                 chained = self.embed_from(self.run_stages(probe, 0, 1), 1)
             same = whole.shape == chained.shape and bool(
                 torch.allclose(whole, chained, rtol=1e-4, atol=1e-5))
         except (TypeError, ValueError, AttributeError, RuntimeError):  # another interface
             same = False
-        self.train(was_training)
         if not same:
             self._layers = []
         return same

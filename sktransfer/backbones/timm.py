@@ -25,7 +25,13 @@ from sktransfer.backbones._checkpoint import (
     read_checkpoint,
 )
 from sktransfer.backbones._contract import Layers, Trainable
-from sktransfer.backbones._runtime import inference, load_once, min_cosine, weights_digest
+from sktransfer.backbones._runtime import (
+    evaluating,
+    inference,
+    load_once,
+    min_cosine,
+    weights_digest,
+)
 from sktransfer.backbones._timm_sources import check_architecture, find_origin
 from sktransfer.exceptions import describe
 
@@ -241,12 +247,9 @@ class TimmClassifier(torch.nn.Module):
             if owned != {id(p) for p in group}:
                 return False
         self._stages = stages
-        was_training = self.net.training
-        self.net.eval()
-        with torch.no_grad():
+        with evaluating(self.net), torch.no_grad():
             whole = self.net.forward_features(probe)
             chained = self.run_stages(probe, 0, self.n_stages)
-        self.net.train(was_training)
         if whole.shape != chained.shape or not torch.allclose(whole, chained, rtol=1e-4,
                                                               atol=1e-5):
             self._stages = []

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from sktransfer.backbones._contract import Stages
+from sktransfer.backbones._runtime import evaluating
 
 logger = logging.getLogger("sktransfer")
 
@@ -58,7 +59,7 @@ class FeatureStore:
             missing = np.asarray([row for row in rows if int(row) not in self._rows],
                                  dtype=int)
         if len(missing):
-            with _evaluating(self.net), torch.inference_mode():
+            with evaluating(self.net), torch.inference_mode():
                 for positions, inputs in self.batches(self.items, missing, rng=None,
                                                       device=self.device):
                     vectors = self.net.embed(inputs).float().cpu().numpy()
@@ -146,7 +147,7 @@ class ActivationStore:
         penultimate features go there."""
         chosen: set[int] | None = None
         kept: dict[int, dict[int, Any]] = {}
-        with _evaluating(self.net), torch.no_grad():
+        with evaluating(self.net), torch.no_grad():
             for first in range(0, len(self.rows), self.batch_size):
                 for positions, x in self._inputs(start, self.rows[first:first + self.batch_size]):
                     activations = {start: x}
@@ -197,17 +198,3 @@ def frozen_is_stable(stages: Stages, below: int, batchnorm: str) -> bool:
     return not any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
                    for index in range(below) for owner in stages.stage_modules(index)
                    for module in owner.modules())
-
-
-class _evaluating:
-    """Eval mode inside the block, the module's own mode restored after it."""
-
-    def __init__(self, net: Any):
-        self.net = net
-
-    def __enter__(self) -> None:
-        self.training = self.net.training
-        self.net.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.net.train(self.training)
