@@ -667,6 +667,9 @@ class FineTunedImageEmbedder(ImageFineTuning, FineTunedEmbedder):
         network fitted on every row), as scikit-learn's ``TargetEncoder`` does, so that a
         downstream model is not trained on features of rows the network has seen; it costs
         one more fit per fold. ``transform`` always uses the network fitted on every row.
+        Off by default: on ELPV it cost a gradient-boosted model 0.011 to 0.120 of
+        balanced accuracy on each of four folds (the out-of-fold training features come
+        from other networks than the test features; docs/finetuning.md).
 
     Attributes
     ----------
