@@ -286,9 +286,8 @@ class SentenceClassifier(torch.nn.Module):
                 x = (hidden, features["attention_mask"])
             else:
                 hidden, mask = x
-                extended = model._create_attention_masks(
-                    attention_mask=mask, encoder_attention_mask=None,
-                    embedding_output=hidden, encoder_hidden_states=None, cache=None)[0]
+                extended = model._create_attention_masks(**_mask_arguments(
+                    model._create_attention_masks, mask, hidden))[0]
                 out = self._layers[stage - 1](hidden, extended)
                 x = (out[0] if isinstance(out, tuple) else out, mask)
         return x
@@ -321,6 +320,18 @@ class SentenceClassifier(torch.nn.Module):
             hidden[i, :len(r)] = r
             mask[i, :len(r)] = 1
         return hidden.to(device), mask.to(device)
+
+
+def _mask_arguments(create: Any, mask: Any, hidden: Any) -> dict[str, Any]:
+    """Arguments of a transformers model's ``_create_attention_masks`` for an encoder pass:
+    the padding mask and the embeddings, None for the rest (no cross-attention, no cache;
+    transformers 5.25 added ``position_ids``). The split's check on the probe texts catches
+    a version whose masks this does not build right."""
+    import inspect
+
+    known = {"attention_mask": mask, "embedding_output": hidden}
+    return {name: known.get(name) for name in inspect.signature(create).parameters
+            if name != "self"}
 
 
 def get_sentence_backbone(model: str, device: str, trust_remote_code: bool) -> SentenceBackbone:
