@@ -74,6 +74,7 @@ class FineTuning(BaseEstimator, Generic[B]):
     scoring: Any = None
     early_stopping: bool = False
     patience: int = 5
+    guard: str | None = "wise"
     batch_size: int = 32
     device: str = "auto"
     random_state: int | None = None
@@ -96,6 +97,7 @@ class FineTuning(BaseEstimator, Generic[B]):
         "scoring": [None, StrOptions(set(get_scorer_names())), callable],
         "early_stopping": ["boolean"],
         "patience": [Interval(Integral, 1, None, closed="left")],
+        "guard": [None, StrOptions({"wise", "probe"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
         "random_state": [None, Interval(Integral, 0, None, closed="left")],
@@ -103,6 +105,7 @@ class FineTuning(BaseEstimator, Generic[B]):
     }
     _modality: ClassVar[Modality]
     _reuse_frozen = True  # False runs the frozen layers every epoch (to measure the gain)
+    _keep_endpoints = False  # True keeps both ends of the guard's mix (to measure guards)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Each class declares the constraints of its own parameters; a class's
@@ -173,6 +176,10 @@ class FineTuning(BaseEstimator, Generic[B]):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.best_score_ = result.best_score
+        self.mixing_ = result.mixing
+        self.guard_ = result.guard
+        if result.endpoints is not None:
+            self._endpoints = result.endpoints
         self.n_layer_groups_ = result.n_layer_groups
         self._targets, self._calibration = targets.without_rows(), result.calibration
         for name, value in {**fitted_input, **target_attributes(targets, result)}.items():
@@ -197,9 +204,9 @@ class FineTuning(BaseEstimator, Generic[B]):
             backbone_lr_ratio=self.backbone_lr_ratio, layer_decay=self.layer_decay,
             weight_decay=self.weight_decay, warmup_epochs=self.warmup_epochs,
             batchnorm=self.batchnorm, scoring=self.scoring,
-            early_stopping=self.early_stopping, patience=self.patience,
+            early_stopping=self.early_stopping, patience=self.patience, guard=self.guard,
             batch_size=self.batch_size, progress=self.progress, augment=self._augments,
-            reuse_frozen=self._reuse_frozen)
+            reuse_frozen=self._reuse_frozen, keep_endpoints=self._keep_endpoints)
 
     # ---- outputs --------------------------------------------------------------------------
     def _predict(self, X: Any) -> np.ndarray:

@@ -23,6 +23,13 @@ kind of target (:mod:`sktransfer.finetune.targets` owns what differs between the
    ``early_stopping``, training stops after ``patience`` epochs without improvement and the
    best epoch is restored; without it (the default), the last epoch is kept. The kept epoch's
    calibration (a temperature) is the result's.
+5. **The guard against negative transfer** (``guard``, with the probe as epoch 0). ``"wise"``
+   (WiSE-FT: Wortsman et al., 2022) scores networks whose weights are mixed between the probe
+   (epoch 0: the pretrained backbone and the probe) and the kept epoch, ``(1 - m) * probe +
+   m * kept`` for every ``m`` in ``MIXES``, on the validation split; ``"probe"`` scores only
+   the two ends. The best mix is kept only when it beats the probe by more than one standard
+   error of the paired per-sample differences; otherwise the probe is, refitted on every row:
+   the frozen-feature model the user would have had.
 
 Without augmentation, the frozen layers run once per row and fit, not once per epoch
 (:mod:`sktransfer.finetune.frozen`): head-only epochs train on the stored penultimate
@@ -53,7 +60,7 @@ from sktransfer.modality import Rows
 logger = logging.getLogger("sktransfer")
 
 MAX_GRAD_NORM = 1.0  # gradients are clipped to this norm, as transformers' Trainer does
-
+MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the fine-tuned network's weight, for guard="wise"
 
 
 class Batches(Protocol):
@@ -69,8 +76,10 @@ class Batches(Protocol):
 class Recipe:
     """How to train: the estimator's parameters that the run reads (see the module
     docstring), plus ``name`` (the estimator's class, for messages), ``augment`` (whether
-    training batches are augmented) and ``reuse_frozen`` (False recomputes the frozen layers
-    every epoch, to measure what reusing them saves)."""
+    training batches are augmented), ``reuse_frozen`` (False recomputes the frozen layers
+    every epoch, to measure what reusing them saves) and ``keep_endpoints`` (the result keeps
+    both ends of the guard's mix and their validations, to measure every guard from one
+    fit)."""
 
     name: str
     max_epochs: int
@@ -89,8 +98,10 @@ class Recipe:
     patience: int
     batch_size: int
     progress: bool
+    guard: str | None = "wise"
     augment: bool = False
     reuse_frozen: bool = True
+    keep_endpoints: bool = False
 
     def n_unfrozen(self, step: int, n_groups: int) -> int:
         """Backbone groups trainable in training epoch ``step`` (0-based), from the top."""
@@ -119,6 +130,19 @@ class TrainingResult:
     best_score: float
     calibration: dict[str, Any]
     n_layer_groups: int
+    mixing: float = 1.0
+    guard: list[dict[str, Any]] = field(default_factory=list)
+    endpoints: Endpoints | None = None
+
+
+@dataclass
+class Endpoints:
+    """Both ends of the guard's mix (state dicts: the probe's, epoch 0, and the kept
+    epoch's) and each mix's validation, kept only when measuring (``keep_endpoints``)."""
+
+    probe: dict[str, Any]
+    tuned: dict[str, Any]
+    validations: dict[float, Validation]
 
 
 @dataclass
@@ -127,6 +151,33 @@ class _Kept:
     score: float = -math.inf
     calibration: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    validation: Validation | None = None
+
+
+def mixed(probe: dict[str, Any], tuned: dict[str, Any], mix: float) -> dict[str, Any]:
+    """The state dict ``(1 - mix) * probe + mix * tuned`` (floating-point entries; counters
+    come from ``tuned``)."""
+    return {name: torch.lerp(probe[name], value, mix) if value.is_floating_point() else value
+            for name, value in tuned.items()}
+
+
+def beats(candidate: Validation, best: Validation, scoring: Any) -> bool:
+    """Whether ``candidate`` beats ``best`` on the validation split. With the default score
+    (``scoring=None``), the mean per-sample loss must improve by more than one standard
+    error of the paired differences: a small validation split's noise does not move the
+    model."""
+    if scoring is not None:
+        return (candidate.score, -candidate.loss) > (best.score, -best.loss)
+    gains = best.per_sample - candidate.per_sample
+    noise = gains.std(ddof=1) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
+    return float(gains.mean()) > noise
+
+
+def choose_mix(validations: dict[float, Validation], scoring: Any) -> float:
+    """The mix with the best validation score (ties: the lower loss), if it ``beats`` the
+    probe (mix 0); else 0."""
+    best = max(validations, key=lambda mix: (validations[mix].score, -validations[mix].loss))
+    return best if best != 0.0 and beats(validations[best], validations[0.0], scoring) else 0.0
 
 
 class TrainingRun:
@@ -148,7 +199,7 @@ class TrainingRun:
         self.touched = False  # whether a backbone parameter has been trained yet
         self.started: dict[str, float] = {}  # parameter group -> epoch it began training
         self.history: list[dict[str, Any]] = []
-        self.kept = _Kept()
+        self.kept = self.probe = _Kept()
 
     def fit(self, rng: np.random.Generator) -> TrainingResult:
         """Epoch 0, then the training epochs; the kept epoch's weights are restored."""
@@ -175,11 +226,48 @@ class TrainingRun:
                 if waited >= recipe.patience:
                     break
         self.net.load_state_dict(self.kept.state)
+        mixing, guarded, endpoints = self.guard()
         if self.kept.epoch == 0 and recipe.head_init == "probe":
             self.refit_probe()
         self.net.eval()
         return TrainingResult(self.net, self.history, self.kept.epoch, self.kept.score,
-                              self.kept.calibration, len(self.groups))
+                              self.kept.calibration, len(self.groups), mixing, guarded,
+                              endpoints)
+
+    def guard(self) -> tuple[float, list[dict[str, Any]], Endpoints | None]:
+        """The guard against negative transfer (module docstring, step 5): score the mixes
+        of the probe and the kept epoch on the validation split, keep the chosen one. Returns
+        the fine-tuned network's weight in the kept one, a record per mix scored, and (when
+        measuring) both ends."""
+        recipe, probe, tuned = self.recipe, self.probe, self.kept
+        if (recipe.guard is None or recipe.head_init != "probe" or tuned.epoch == 0
+                or probe.validation is None or tuned.validation is None):
+            return (0.0 if tuned.epoch == 0 else 1.0), [], None
+        mixes = MIXES if recipe.guard == "wise" or recipe.keep_endpoints else (0.0, 1.0)
+        validations = {0.0: probe.validation, 1.0: tuned.validation}
+        for mix in mixes:
+            if mix not in validations:
+                self.net.load_state_dict(mixed(probe.state, tuned.state, mix))
+                validations[mix] = self.targets.validate(
+                    self._val_logits(tuned.epoch), self.val_rows, recipe.scoring)
+        allowed = MIXES if recipe.guard == "wise" else (0.0, 1.0)
+        chosen = choose_mix({mix: validations[mix] for mix in allowed}, recipe.scoring)
+        records = [{"mixing": mix, "val_score": validations[mix].score,
+                    "val_loss": validations[mix].loss, "kept": mix == chosen}
+                   for mix in sorted(validations)]
+        logger.info("guard %r: the fine-tuned network's weight in the kept one is %g "
+                    "(validation loss %.4f; the probe's %.4f)", recipe.guard, chosen,
+                    validations[chosen].loss, validations[0.0].loss)
+        endpoints = (Endpoints(probe.state, tuned.state, validations)
+                     if recipe.keep_endpoints else None)
+        if chosen == 0.0:
+            self.kept = probe
+        elif chosen != 1.0:
+            self.kept = _Kept(tuned.epoch, validations[chosen].score,
+                              validations[chosen].calibration,
+                              mixed(probe.state, tuned.state, chosen), validations[chosen])
+        self.net.load_state_dict(self.kept.state)
+        return chosen, records, endpoints
 
     def _boundaries(self) -> list[int]:
         """The boundary (index of the lowest trainable group) of every phase with a
@@ -245,14 +333,7 @@ class TrainingRun:
         return torch.optim.AdamW(param_groups, weight_decay=recipe.weight_decay)
 
     def better(self, candidate: Validation, best: Validation) -> bool:
-        """Whether ``candidate`` beats the kept epoch. With the default score, the mean
-        per-sample loss must improve by more than one standard error of the paired
-        differences: a small validation split's noise does not move the model."""
-        if self.recipe.scoring is not None:
-            return (candidate.score, -candidate.loss) > (best.score, -best.loss)
-        gains = best.per_sample - candidate.per_sample
-        noise = gains.std(ddof=1) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0
-        return float(gains.mean()) > noise
+        return beats(candidate, best, self.recipe.scoring)
 
     def _train_mode(self, n_unfrozen: int) -> None:
         """Training mode, but for frozen layer groups (where the network splits at them),
@@ -341,7 +422,9 @@ class TrainingRun:
     def keep(self, epoch: int, validation: Validation) -> None:
         """Keep the network as it is now, as the epoch just evaluated."""
         self.kept = _Kept(epoch, validation.score, validation.calibration,
-                          copy.deepcopy(self.net.state_dict()))
+                          copy.deepcopy(self.net.state_dict()), validation)
+        if epoch == 0:
+            self.probe = self.kept
 
     def _val_logits(self, epoch: int) -> np.ndarray:
         self.net.eval()
