@@ -20,9 +20,10 @@ test fold of:
 - ``FineTuned*Classifier(class_weight="balanced")``, defaults otherwise, as fitted;
 - from the same fit (one training run gives every guard: the guard only chooses among
   weight mixes scored on the validation split): the probe (epoch 0), the last epoch (no
-  guard, ``guard=None``), ``guard="probe"``, ``guard="wise"``, and the ensemble (mean
-  probabilities of the probe and the last epoch). These use the probe fitted on the training
-  split; the estimator refits a kept probe on every row;
+  guard, ``guard=None``), ``guard="probe"``, ``guard="wise"``, the mix with the best
+  validation loss without the rule that it must beat the probe beyond the noise ("best
+  mix"), and the ensemble (mean probabilities of the probe and the last epoch). These use
+  the probe fitted on the training split; the estimator refits a kept probe on every row;
 - HistGradientBoosting on frozen embeddings, on the fitted network's embeddings (what
   ``FineTuned*Embedder`` with the same parameters returns), and on the last epoch's.
 
@@ -52,7 +53,7 @@ from sktransfer.finetune.training import MIXES, choose_mix, mixed
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 VARIANTS = ["frozen + logistic", "fine-tuned (default)", "probe", "last epoch",
-            "guard=probe", "guard=wise", "ensemble", "HGB frozen", "HGB fine-tuned",
+            "guard=probe", "guard=wise", "best mix", "ensemble", "HGB frozen", "HGB fine-tuned",
             "HGB last epoch"]
 
 
@@ -177,6 +178,10 @@ def _fold(kind, X, y, frozen, train, test, seed, quick) -> dict[str, float]:
         tuned._calibration = ends.validations[mix].calibration
         scores[guard] = _balanced(y[test], tuned.predict(X[test]))
         scores[f"{guard} mix"] = mix
+    best = max(MIXES, key=lambda m: (ends.validations[m].score, -ends.validations[m].loss))
+    tuned.net_.load_state_dict(mixed(ends.probe, ends.tuned, best))
+    tuned._calibration = ends.validations[best].calibration
+    scores["best mix"] = _balanced(y[test], tuned.predict(X[test]))
     tuned.net_.load_state_dict(fitted[0])
     tuned._calibration = fitted[1]
     return scores

@@ -551,6 +551,16 @@ class FineTunedImageClassifier(ImageFineTuning, FineTunedClassifier):
         more than the validation noise; stop after ``patience`` epochs without one. That
         guards against negative transfer, at the price of a noisy choice on small splits.
     patience : int, default=5
+    guard : {"wise", "probe"} or None, default="wise"
+        The guard against negative transfer, with ``head_init="probe"``. After training,
+        networks whose weights are mixed between the probe (epoch 0: the pretrained
+        backbone and the probe head) and the kept epoch, ``(1 - m) * probe + m * kept`` for
+        ``m`` in 0, 0.25, 0.5, 0.75 and 1 (``"wise"``: WiSE-FT, Wortsman et al., 2022) or
+        for 0 and 1 alone (``"probe"``), are scored on the validation split. The best is kept
+        only if it beats the probe by more than the validation noise (one standard error of
+        the paired per-sample differences); otherwise the probe is kept, refitted on every
+        row: the model frozen features give. None keeps the trained network as it is. Where
+        the validation split is too small to tell a difference, the guard keeps the probe.
     augment : bool, default=False
         Random crops (from the model's resize size to its input size) and horizontal flips.
         Off by default: on ELPV it cost 2-4 points of balanced accuracy (docs/finetuning.md);
@@ -572,6 +582,12 @@ class FineTunedImageClassifier(ImageFineTuning, FineTunedClassifier):
         log-loss and balanced accuracy, learning rates.
     best_epoch_ : int
         The epoch whose weights were kept (0: the probe).
+    mixing_ : float
+        The kept epoch's weight in the kept network, as ``guard`` chose it (0: the probe;
+        1: the epoch as trained).
+    guard_ : list of dict
+        Per weight mix the guard scored: ``mixing``, validation score and loss, and whether
+        it was kept (empty without a guard).
     best_score_ : float
         Its validation score.
     n_layer_groups_ : int

@@ -193,12 +193,14 @@ def test_tasks_are_balanced_by_their_epoch_zero_validation_loss():
 
 def test_cross_fitting_returns_out_of_fold_features():
     X, _, red = bright_and_red(48)
-    embedder = FineTunedImageEmbedder(TINY_CNN, max_epochs=1, cv=3, **TINY)
+    # guard=None: each fold's network is trained (a guard could keep every fold's probe,
+    # whose features are the frozen ones, the same in and out of fold)
+    embedder = FineTunedImageEmbedder(TINY_CNN, max_epochs=1, cv=3, guard=None, **TINY)
     out_of_fold = embedder.fit_transform(X, red)
     assert out_of_fold.shape == (48, 256)
     in_fold = embedder.transform(X)  # the network fitted on every row
     assert not np.allclose(out_of_fold, in_fold)
-    plain = FineTunedImageEmbedder(TINY_CNN, max_epochs=1, **TINY)
+    plain = FineTunedImageEmbedder(TINY_CNN, max_epochs=1, guard=None, **TINY)
     np.testing.assert_allclose(plain.fit_transform(X, red), in_fold, atol=1e-5)
 
 

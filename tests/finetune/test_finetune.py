@@ -74,8 +74,9 @@ def test_unfreeze_depth_caps_the_groups():
 
 def test_batchnorm_statistics_stay_frozen_by_default():
     X, y = red_or_not()
-    frozen = tiny(max_epochs=3, head_epochs=0, early_stopping=False).fit(X, y)
-    trained = tiny(max_epochs=3, head_epochs=0, batchnorm="train", early_stopping=False).fit(X, y)
+    # guard=None: the trained network is kept (a guard may keep the probe's statistics)
+    frozen = tiny(max_epochs=3, head_epochs=0, guard=None).fit(X, y)
+    trained = tiny(max_epochs=3, head_epochs=0, batchnorm="train", guard=None).fit(X, y)
     initial = initial_module(frozen).state_dict()
     means = [k for k in initial if k.endswith("running_mean")]
     assert all(np.allclose(initial[k].numpy(), frozen.net_.state_dict()[k].numpy())
@@ -97,9 +98,9 @@ def test_early_stopping_restores_the_best_epoch():
         clf.best_score_, rel=1e-4, abs=1e-5)
 
 
-def test_without_early_stopping_the_last_epoch_is_kept():
+def test_without_early_stopping_or_guard_the_last_epoch_is_kept():
     X, y = red_or_not(64)
-    clf = tiny(max_epochs=4, lr=0.05, early_stopping=False).fit(X, y)
+    clf = tiny(max_epochs=4, lr=0.05, early_stopping=False, guard=None).fit(X, y)
     assert clf.best_epoch_ == 4 and len(clf.history_) == 5
     _, val = ClassTargets.from_labels(y).split(clf.validation_fraction, 0)
     assert log_loss(y[val], clf.predict_proba(X[val])) == pytest.approx(
@@ -319,10 +320,11 @@ def test_head_only_epochs_reuse_the_frozen_features_when_inputs_are_not_augmente
         return real_forward(self, x)
 
     monkeypatch.setattr(EfficientNet, "forward_features", counted)
-    reused = tiny(max_epochs=3, head_epochs=3, augment=False, early_stopping=False).fit(X, y)
+    # guard=None: the guard's mixes would add validation passes to the recomputing run
+    reused = tiny(max_epochs=3, head_epochs=3, augment=False, guard=None).fit(X, y)
     assert sum(rows) == len(X)  # train and validation rows, each once
     rows.clear()
-    recomputed = tiny(max_epochs=3, head_epochs=3, augment=False, early_stopping=False)
+    recomputed = tiny(max_epochs=3, head_epochs=3, augment=False, guard=None)
     recomputed._reuse_frozen = False
     recomputed.fit(X, y)
     # the probe's pass, epoch 0's validation, then every epoch runs the whole network on
