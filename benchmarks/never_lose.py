@@ -147,7 +147,9 @@ def _fold(kind, X, y, frozen, train, test, seed, quick) -> dict[str, float]:
     started = time.perf_counter()
     tuned.fit(X[train], y[train])
     seconds = time.perf_counter() - started
-    scores = {"seconds": seconds, "mixing": tuned.mixing_}
+    losses = [record["val_loss"] for record in tuned.history_]
+    scores = {"seconds": seconds, "mixing": tuned.mixing_,
+              "val loss": f"{min(losses):.3f}-{max(losses):.3f}"}
     baseline = make_pipeline(StandardScaler(), LogisticRegressionCV(
         Cs=np.logspace(-4, 2, 7), l1_ratios=(0.0,), scoring="neg_log_loss",
         use_legacy_attributes=False, class_weight="balanced", max_iter=3000))
@@ -197,17 +199,18 @@ def run(name: str, folds: int, quick: bool) -> None:
     title = f"{name}{' (held out)' if name == HELD_OUT else ''}"
     print(f"{title}: {len(y)} rows, {len(np.unique(y))} classes, smallest class "
           f"{np.bincount(np.unique(y, return_inverse=True)[1]).min()}; balanced accuracy")
-    print("fold | " + " | ".join(VARIANTS) + " | wise mix | fit s")
+    print("fold | " + " | ".join(VARIANTS) + " | wise mix | validation loss over epochs "
+          "| fit s")
     rows = []
     for fold, (train, test) in enumerate(splitter.split(X, y, groups)):
         scores = _fold(kind, X, y, frozen, train, test, fold, quick)
         rows.append(scores)
         print(f"{fold} | " + " | ".join(f"{scores.get(v, float('nan')):.3f}" for v in VARIANTS)
-              + f" | {scores.get('guard=wise mix', float('nan')):g} | "
+              + f" | {scores.get('guard=wise mix', float('nan')):g} | {scores['val loss']} | "
               f"{scores['seconds']:.0f}", flush=True)
     print("mean ± std | " + " | ".join(
         f"{np.mean([r.get(v, np.nan) for r in rows]):.3f} ± "
-        f"{np.std([r.get(v, np.nan) for r in rows]):.3f}" for v in VARIANTS) + " | |")
+        f"{np.std([r.get(v, np.nan) for r in rows]):.3f}" for v in VARIANTS) + " | | |")
     print()
 
 
