@@ -23,6 +23,24 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+# a feature whose spread on the training rows is below this fraction of the widest feature's
+# is constant there: MiniLM's sentence embedding has dimensions of 1e-32 and a spread of
+# 6e-9 (next to 0.1), and scaling them to unit variance folded weights of 1e31 into the
+# head, whose gradients then overflowed the clipping norm and zeroed every update.
+NEGLIGIBLE_SPREAD = 1e-6
+
+
+class _Scaler(StandardScaler):
+    """``StandardScaler`` that leaves a feature of negligible spread (``NEGLIGIBLE_SPREAD``)
+    unscaled, as it leaves an exactly constant one: centred, its values stay near 0 and its
+    folded weight stays the probe's own."""
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> _Scaler:
+        super().fit(X, y, sample_weight)
+        negligible = self.scale_ < NEGLIGIBLE_SPREAD * self.scale_.max()
+        self.scale_[negligible] = 1.0
+        return self
+
 
 
 def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
@@ -33,7 +51,7 @@ def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
     cross-validated log-loss (the validation split's, when a class has a single training
     sample), class-weighted as training is. Returns its decision function on the raw
     features, ``(coef, intercept, C)``: one row per class, or one row for two classes."""
-    scaler = StandardScaler().fit(train_x)
+    scaler = _Scaler().fit(train_x)
     balance = None if class_weights is None else dict(enumerate(class_weights.tolist()))
     n_splits = min(5, int(np.bincount(train_y).min()))
     if n_splits >= 2:  # cross-validation on the training split: steadier than the
@@ -81,7 +99,7 @@ def ridge_probe(train_x: np.ndarray, train_y: np.ndarray
 
 
 def _ridge(standardize: bool) -> Pipeline:
-    return make_pipeline(*([StandardScaler()] if standardize else []),
+    return make_pipeline(*([_Scaler()] if standardize else []),
                          RidgeCV(alphas=RIDGE_ALPHAS))
 
 
@@ -125,7 +143,7 @@ def _cv_loss(x: np.ndarray, y: np.ndarray, folds: list[Any], standardize: bool, 
     labels = np.arange(int(y.max()) + 1)
     losses = []
     for train, test in folds:
-        scaler = StandardScaler().fit(x[train]) if standardize else None
+        scaler = _Scaler().fit(x[train]) if standardize else None
         fit_x, test_x = (scaler.transform(x[train]), scaler.transform(x[test])) if scaler \
             else (x[train], x[test])
         probe = LogisticRegression(C=C, max_iter=3000, class_weight=balance).fit(fit_x,

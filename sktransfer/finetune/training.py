@@ -367,8 +367,10 @@ class TrainingRun:
                 self._diverged(epoch, f"the training loss became {float(loss)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(
+            norm = torch.nn.utils.clip_grad_norm_(
                 [p for group in optimizer.param_groups for p in group["params"]], MAX_GRAD_NORM)
+            if not torch.isfinite(norm):  # clipping would scale every gradient to 0 or NaN
+                self._diverged(epoch, f"the gradient norm became {float(norm)}")
             optimizer.step()
             total += float(loss.detach()) * len(batch)
             count += len(batch)
