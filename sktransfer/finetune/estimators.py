@@ -74,7 +74,7 @@ class FineTuning(BaseEstimator, Generic[B]):
     scoring: Any = None
     early_stopping: bool = False
     patience: int = 5
-    guard: str | None = "wise"
+    guard: str | None = "probe"
     batch_size: int = 32
     device: str = "auto"
     random_state: int | None = None
@@ -551,16 +551,18 @@ class FineTunedImageClassifier(ImageFineTuning, FineTunedClassifier):
         more than the validation noise; stop after ``patience`` epochs without one. That
         guards against negative transfer, at the price of a noisy choice on small splits.
     patience : int, default=5
-    guard : {"wise", "probe"} or None, default="wise"
+    guard : {"probe", "wise"} or None, default="probe"
         The guard against negative transfer, with ``head_init="probe"``. After training,
-        networks whose weights are mixed between the probe (epoch 0: the pretrained
-        backbone and the probe head) and the kept epoch, ``(1 - m) * probe + m * kept`` for
-        ``m`` in 0, 0.25, 0.5, 0.75 and 1 (``"wise"``: WiSE-FT, Wortsman et al., 2022) or
-        for 0 and 1 alone (``"probe"``), are scored on the validation split. The best is kept
-        only if it beats the probe by more than the validation noise (one standard error of
-        the paired per-sample differences); otherwise the probe is kept, refitted on every
-        row: the model frozen features give. None keeps the trained network as it is. Where
-        the validation split is too small to tell a difference, the guard keeps the probe.
+        the kept epoch is scored against the probe (epoch 0: the pretrained backbone and
+        the probe head) on the validation split, and kept only if it beats the probe by more
+        than the validation noise (one standard error of the paired per-sample differences);
+        otherwise the probe is kept, refitted on every row: the model frozen features give.
+        ``"wise"`` (WiSE-FT, Wortsman et al., 2022) also scores networks whose weights are
+        mixed, ``(1 - m) * probe + m * kept`` for ``m`` in 0.25, 0.5 and 0.75, by the same
+        rule. None keeps the trained network as it is. Where the validation split is too
+        small to tell a difference, the guard keeps the probe. Measured on six datasets
+        (docs/finetuning.md): without a guard, imbalanced reviews lost 3 points to frozen
+        features; with it, no dataset did; ``"wise"`` chose as ``"probe"`` on every fold.
     augment : bool, default=False
         Random crops (from the model's resize size to its input size) and horizontal flips.
         Off by default: on ELPV it cost 2-4 points of balanced accuracy (docs/finetuning.md);

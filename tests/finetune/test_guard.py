@@ -36,17 +36,18 @@ def test_where_fine_tuning_cannot_help_the_guard_keeps_the_probe():
     assert train_loss[-1] < train_loss[0]  # it did learn its training rows
     # with it, the probe, refitted on every row as the max_epochs=0 model is
     assert guarded.mixing_ == 0.0 and guarded.best_epoch_ == 0
-    assert [record["kept"] for record in guarded.guard_] == [m == 0.0 for m in MIXES]
+    assert [(record["mixing"], record["kept"]) for record in guarded.guard_] == [
+        (0.0, True), (1.0, False)]
     np.testing.assert_allclose(guarded.predict_proba(X_test), probe.predict_proba(X_test),
                                atol=1e-6)
     assert log_loss(y_test, guarded.predict_proba(X_test)) <= log_loss(
         y_test, probe.predict_proba(X_test)) + 1e-6
 
 
-def test_the_probe_guard_scores_only_the_two_ends():
+def test_the_wise_guard_scores_every_mix_and_keeps_the_probe_too():
     X, y = independent_labels()
-    guarded = FineTunedImageClassifier(TINY_CNN, guard="probe", **OVERFIT).fit(X, y)
-    assert [record["mixing"] for record in guarded.guard_] == [0.0, 1.0]
+    guarded = FineTunedImageClassifier(TINY_CNN, guard="wise", **OVERFIT).fit(X, y)
+    assert [record["mixing"] for record in guarded.guard_] == list(MIXES)
     assert guarded.mixing_ == 0.0 and guarded.best_epoch_ == 0
 
 
@@ -57,7 +58,7 @@ def test_a_mix_that_helps_is_kept_with_the_kept_epochs_number():
     for row in np.flatnonzero(y):  # a small white square anywhere: the random probe misses
         top, left = rng.integers(0, 28, 2)  # some, the trained network finds them all
         X[row, top:top + 4, left:left + 4] = 255
-    clf = FineTunedImageClassifier(TINY_CNN, **OVERFIT).fit(X, y)
+    clf = FineTunedImageClassifier(TINY_CNN, guard="wise", **OVERFIT).fit(X, y)
     losses = {record["mixing"]: record["val_loss"] for record in clf.guard_}
     assert sorted(losses) == list(MIXES)
     assert clf.mixing_ > 0 and clf.best_epoch_ == 6
