@@ -35,6 +35,10 @@ Tasks (each prints a table, with the seconds of every fit):
   reviews), each then a logistic regression, accuracy on the test reviews.
 - ``crossfit``: the ``embeddings`` comparison with ``cv=3`` cross-fitting in the
   embedder's ``fit_transform`` against without, and frozen.
+- ``never_lose``: the default classifier against frozen features on six packaged datasets,
+  Fashion-MNIST held out of every choice, with every guard against negative transfer
+  scored from the same fit per fold; ``benchmarks/never_lose.py`` has the details and can
+  run one dataset at a time (3 folds unless ``--folds``).
 - ``epochs``: ELPV 500, the default classifier: seconds per epoch at each unfreezing depth
   with the frozen layers' activations reused, with them run every epoch, and the floor
   (forward and backward of the unfrozen groups alone on activations prepared beforehand);
@@ -455,11 +459,19 @@ def epochs(quick: bool) -> None:
           f"{runs['recompute']['peak_rss_mb']:.0f} MB")
 
 
+def never_lose(quick: bool, folds: int = 3) -> None:
+    from never_lose import DATASETS, run  # beside this file: Python puts it on the path
+
+    for name in DATASETS:
+        run(name, folds, quick)
+
+
 TASKS = {"elpv": elpv, "embeddings": embeddings, "reviews": reviews,
          "imbalanced": imbalanced, "reuse": reuse, "regression": regression,
          "multitask": multitask, "multilabel": multilabel,
-         "reviews_multitask": reviews_multitask, "crossfit": crossfit, "epochs": epochs}
-FOLDED = {"regression", "multitask", "multilabel", "reviews_multitask"}
+         "reviews_multitask": reviews_multitask, "crossfit": crossfit, "epochs": epochs,
+         "never_lose": never_lose}
+FOLDED = {"regression", "multitask", "multilabel", "reviews_multitask", "never_lose"}
 
 
 def main() -> None:
@@ -468,7 +480,7 @@ def main() -> None:
                         help=f"any of {', '.join(TASKS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--folds", type=int, default=None,
-                        help="folds of the regression and multitask comparisons")
+                        help="folds of the regression, multitask and never_lose comparisons")
     args = parser.parse_args()
     unknown = set(args.tasks) - set(TASKS)
     if unknown:

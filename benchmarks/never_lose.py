@@ -13,7 +13,8 @@ Datasets (images are greyscale, resized by the model's own preprocessing):
   ten classes (Debian's ``dataset-fashion-mnist``).
 
 Per fold (``--folds``, stratified, or grouped by film for text), balanced accuracy on the
-test fold of:
+test fold of the following, and the ROC AUC (one class against the rest, macro-averaged,
+for ten classes) of the first two:
 
 - frozen features (``ImageEmbedder``/``TextEmbedder`` defaults) + standardised,
   class-weighted ``LogisticRegressionCV``: the three-line baseline;
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegressionCV
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -54,7 +55,7 @@ from sktransfer.finetune.training import MIXES, choose_mix, mixed
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 VARIANTS = ["frozen + logistic", "fine-tuned (default)", "probe", "last epoch",
             "guard=probe", "guard=wise", "best mix", "ensemble", "HGB frozen", "HGB fine-tuned",
-            "HGB last epoch"]
+            "HGB last epoch", "AUC frozen", "AUC fine-tuned"]
 
 
 def _subset(y: np.ndarray, n: int) -> np.ndarray:
@@ -128,6 +129,12 @@ def _balanced(y, predicted) -> float:
     return float(balanced_accuracy_score(y, predicted))
 
 
+def _auc(y, probabilities, classes) -> float:
+    if len(classes) == 2:
+        return roc_auc_score(y == classes[1], probabilities[:, 1])
+    return roc_auc_score(y, probabilities, multi_class="ovr", labels=classes)
+
+
 def _hgb(train_features, y_train, test_features, y_test) -> float:
     model = HistGradientBoostingClassifier(random_state=0).fit(train_features, y_train)
     return _balanced(y_test, model.predict(test_features))
@@ -156,6 +163,8 @@ def _fold(kind, X, y, frozen, train, test, seed, quick) -> dict[str, float]:
     baseline.fit(frozen[train], y[train])
     scores["frozen + logistic"] = _balanced(y[test], baseline.predict(frozen[test]))
     scores["fine-tuned (default)"] = _balanced(y[test], tuned.predict(X[test]))
+    scores["AUC frozen"] = _auc(y[test], baseline.predict_proba(frozen[test]), baseline.classes_)
+    scores["AUC fine-tuned"] = _auc(y[test], tuned.predict_proba(X[test]), tuned.classes_)
     scores["HGB frozen"] = _hgb(frozen[train], y[train], frozen[test], y[test])
     scores["HGB fine-tuned"] = _hgb(_embed(tuned, X[train]), y[train],
                                     _embed(tuned, X[test]), y[test])

@@ -25,11 +25,11 @@ kind of target (:mod:`sktransfer.finetune.targets` owns what differs between the
    calibration (a temperature) is the result's.
 5. **The guard against negative transfer** (``guard``, with the probe as epoch 0). ``"probe"``
    scores the kept epoch against the probe (epoch 0: the pretrained backbone and the probe)
-   on the validation split; ``"wise"`` (WiSE-FT: Wortsman et al., 2022) also networks whose
-   weights are mixed between them, ``(1 - m) * probe + m * kept`` for every ``m`` in
-   ``MIXES``. The best is kept only when it beats the probe by more than one standard error
-   of the paired per-sample differences; otherwise the probe is, refitted on every row: the
-   frozen-feature model the user would have had.
+   on the validation split; ``"wise"`` (the default; WiSE-FT: Wortsman et al., 2022) also
+   networks whose weights are mixed between them, ``(1 - m) * probe + m * kept`` for every
+   ``m`` in ``MIXES``. The best is kept only when it beats the probe by more than one
+   standard error of the paired per-sample differences; otherwise the probe is, refitted on
+   every row: the frozen-feature model the user would have had.
 
 Without augmentation, the frozen layers run once per row and fit, not once per epoch
 (:mod:`sktransfer.finetune.frozen`): head-only epochs train on the stored penultimate
@@ -98,7 +98,7 @@ class Recipe:
     patience: int
     batch_size: int
     progress: bool
-    guard: str | None = "probe"
+    guard: str | None = "wise"
     augment: bool = False
     reuse_frozen: bool = True
     keep_endpoints: bool = False

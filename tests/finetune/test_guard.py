@@ -27,27 +27,29 @@ def test_where_fine_tuning_cannot_help_the_guard_keeps_the_probe():
     X, y = independent_labels()
     X_test, y_test = independent_labels(seed=1)
     probe = FineTunedImageClassifier(TINY_CNN, **{**OVERFIT, "max_epochs": 0}).fit(X, y)
-    guarded = FineTunedImageClassifier(TINY_CNN, **OVERFIT).fit(X, y)
+    guarded = FineTunedImageClassifier(TINY_CNN, **OVERFIT).fit(X, y)  # guard="wise"
     unguarded = FineTunedImageClassifier(TINY_CNN, guard=None, **OVERFIT).fit(X, y)
 
     # without the guard the last epoch is kept: the network trained on noise
     assert unguarded.best_epoch_ == 6 and unguarded.mixing_ == 1.0
     train_loss = [record["train_loss"] for record in unguarded.history_[1:]]
     assert train_loss[-1] < train_loss[0]  # it did learn its training rows
-    # with it, the probe, refitted on every row as the max_epochs=0 model is
+    # with it, every mix was scored and the probe kept, refitted on every row as the
+    # max_epochs=0 model is
     assert guarded.mixing_ == 0.0 and guarded.best_epoch_ == 0
     assert [(record["mixing"], record["kept"]) for record in guarded.guard_] == [
-        (0.0, True), (1.0, False)]
+        (mix, mix == 0.0) for mix in MIXES]
     np.testing.assert_allclose(guarded.predict_proba(X_test), probe.predict_proba(X_test),
                                atol=1e-6)
     assert log_loss(y_test, guarded.predict_proba(X_test)) <= log_loss(
         y_test, probe.predict_proba(X_test)) + 1e-6
 
 
-def test_the_wise_guard_scores_every_mix_and_keeps_the_probe_too():
+def test_the_probe_guard_scores_only_the_probe_and_the_kept_epoch():
     X, y = independent_labels()
-    guarded = FineTunedImageClassifier(TINY_CNN, guard="wise", **OVERFIT).fit(X, y)
-    assert [record["mixing"] for record in guarded.guard_] == list(MIXES)
+    guarded = FineTunedImageClassifier(TINY_CNN, guard="probe", **OVERFIT).fit(X, y)
+    assert [(record["mixing"], record["kept"]) for record in guarded.guard_] == [
+        (0.0, True), (1.0, False)]
     assert guarded.mixing_ == 0.0 and guarded.best_epoch_ == 0
 
 
