@@ -114,8 +114,14 @@ class TextEmbedder(BaseEmbedder[TextBackbone]):
         return Execution("torch", precision, resolve_threads(self.n_threads))
 
     def _identity(self, backbone: TextBackbone, execution: Execution) -> dict[str, Any]:
-        return {"model": self.model, "weights": backbone.digest, "normalize": self.normalize,
-                "precision": execution.precision, "max_seq_length": backbone.max_seq_length}
+        identity = {"model": self.model, "weights": backbone.digest, "normalize": self.normalize,
+                    "precision": execution.precision,
+                    "max_seq_length": backbone.max_seq_length}
+        if execution.precision != "float32":
+            # reduced-precision batches have batch_size rows, and oneDNN's kernels (so the
+            # last bits of a vector) may depend on that count (SentenceBackbone.encode_batches)
+            identity["batch_size"] = self.batch_size
+        return identity
 
     def _encoder(self, backbone: TextBackbone, execution: Execution) -> TextEncoder:
         return TEXTS.encoder(backbone, execution, batch_size=self.batch_size,
