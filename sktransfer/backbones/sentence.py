@@ -98,10 +98,9 @@ class SentenceBackbone:
         bucket (their token count rounded up to a multiple of ``PAD_MULTIPLE``) and batched
         within a group. In reduced precision every batch also has exactly ``batch_size``
         rows (a short one is filled with copies of its last text, whose outputs are dropped):
-        oneDNN picks its bfloat16 matrix kernels by the number of rows, and on CPUs with AMX
-        (Sapphire Rapids) texts of a 24-token bucket came out up to 6e-4 apart in batches of
-        2 to 6 and of 1 or 8. ``normalize=False`` skips the model's own Normalize module
-        too.
+        oneDNN picks its bfloat16 matrix kernels by the number of rows, and on an Intel Xeon
+        with AMX a text's vector came out up to 9e-4 apart alone and in a batch of 2 to 6.
+        ``normalize=False`` skips the model's own Normalize module too.
         """
         model = self.model if normalize else self._without_normalize()
         model.eval()
