@@ -50,7 +50,7 @@ from sklearn.preprocessing import StandardScaler
 from sktransfer import ImageEmbedder, TextEmbedder
 from sktransfer.datasets import load_elpv, load_rotten_tomatoes
 from sktransfer.finetune import FineTunedImageClassifier, FineTunedTextClassifier
-from sktransfer.finetune.training import MIXES, choose_mix, mixed
+from sktransfer.finetune.training import GUARD_MIXES, best_mix, choose_mix, mixed
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 VARIANTS = ["frozen + logistic", "fine-tuned (default)", "probe", "last epoch",
@@ -172,10 +172,14 @@ def _fold(kind, X, y, frozen, train, test, seed, quick) -> dict[str, float]:
     if ends is None:  # nothing trained beyond the probe was kept to mix (max_epochs=0)
         return scores
     fitted = copy.deepcopy(tuned.net_.state_dict()), tuned._calibration
-    probabilities = {}
-    for mix in (0.0, 1.0):
+
+    def use(mix: float) -> None:  # the network (and calibration) of one weight mix
         tuned.net_.load_state_dict(mixed(ends.probe, ends.tuned, mix))
         tuned._calibration = ends.validations[mix].calibration
+
+    probabilities = {}
+    for mix in (0.0, 1.0):
+        use(mix)
         probabilities[mix] = tuned.predict_proba(X[test])
     scores["probe"] = _balanced(y[test], tuned.classes_[probabilities[0.0].argmax(1)])
     scores["last epoch"] = _balanced(y[test], tuned.classes_[probabilities[1.0].argmax(1)])
@@ -183,15 +187,12 @@ def _fold(kind, X, y, frozen, train, test, seed, quick) -> dict[str, float]:
         y[test], tuned.classes_[(probabilities[0.0] + probabilities[1.0]).argmax(1)])
     scores["HGB last epoch"] = _hgb(_embed(tuned, X[train]), y[train],
                                     _embed(tuned, X[test]), y[test])
-    for guard, allowed in [("guard=probe", (0.0, 1.0)), ("guard=wise", MIXES)]:
+    for guard, allowed in GUARD_MIXES.items():
         mix = choose_mix({m: ends.validations[m] for m in allowed}, None)
-        tuned.net_.load_state_dict(mixed(ends.probe, ends.tuned, mix))
-        tuned._calibration = ends.validations[mix].calibration
-        scores[guard] = _balanced(y[test], tuned.predict(X[test]))
-        scores[f"{guard} mix"] = mix
-    best = max(MIXES, key=lambda m: (ends.validations[m].score, -ends.validations[m].loss))
-    tuned.net_.load_state_dict(mixed(ends.probe, ends.tuned, best))
-    tuned._calibration = ends.validations[best].calibration
+        use(mix)
+        scores[f"guard={guard}"] = _balanced(y[test], tuned.predict(X[test]))
+        scores[f"guard={guard} mix"] = mix
+    use(best_mix(ends.validations))
     scores["best mix"] = _balanced(y[test], tuned.predict(X[test]))
     tuned.net_.load_state_dict(fitted[0])
     tuned._calibration = fitted[1]

@@ -42,7 +42,6 @@ class _Scaler(StandardScaler):
         return self
 
 
-
 def logistic_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
                    val_y: np.ndarray, class_weights: np.ndarray | None
                    ) -> tuple[np.ndarray, np.ndarray, float]:

@@ -61,6 +61,7 @@ logger = logging.getLogger("sktransfer")
 
 MAX_GRAD_NORM = 1.0  # gradients are clipped to this norm, as transformers' Trainer does
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the fine-tuned network's weight, for guard="wise"
+GUARD_MIXES = {"wise": MIXES, "probe": (0.0, 1.0)}  # what each guard chooses among
 
 
 class Batches(Protocol):
@@ -173,10 +174,15 @@ def beats(candidate: Validation, best: Validation, scoring: Any) -> bool:
     return float(gains.mean()) > noise
 
 
+def best_mix(validations: dict[float, Validation]) -> float:
+    """The mix with the best validation score (ties: the lower loss, then the lower mix)."""
+    return max(sorted(validations),
+               key=lambda mix: (validations[mix].score, -validations[mix].loss))
+
+
 def choose_mix(validations: dict[float, Validation], scoring: Any) -> float:
-    """The mix with the best validation score (ties: the lower loss), if it ``beats`` the
-    probe (mix 0); else 0."""
-    best = max(validations, key=lambda mix: (validations[mix].score, -validations[mix].loss))
+    """The :func:`best_mix`, if it ``beats`` the probe (mix 0); else 0."""
+    best = best_mix(validations)
     return best if best != 0.0 and beats(validations[best], validations[0.0], scoring) else 0.0
 
 
@@ -216,7 +222,7 @@ class TrainingRun:
             loss = self.train_epoch(optimizer, rng, epoch, n_unfrozen)
             candidate = self.evaluate(epoch, n_unfrozen, loss, optimizer,
                                       seconds=time.perf_counter() - started)
-            better = self.better(candidate, best)
+            better = beats(candidate, best, recipe.scoring)
             if better or not recipe.early_stopping:
                 waited = 0 if better else waited + 1
                 best = candidate
@@ -243,14 +249,13 @@ class TrainingRun:
         if (recipe.guard is None or recipe.head_init != "probe" or tuned.epoch == 0
                 or probe.validation is None or tuned.validation is None):
             return (0.0 if tuned.epoch == 0 else 1.0), [], None
-        mixes = MIXES if recipe.guard == "wise" or recipe.keep_endpoints else (0.0, 1.0)
+        allowed = GUARD_MIXES[recipe.guard]
         validations = {0.0: probe.validation, 1.0: tuned.validation}
-        for mix in mixes:
+        for mix in MIXES if recipe.keep_endpoints else allowed:
             if mix not in validations:
                 self.net.load_state_dict(mixed(probe.state, tuned.state, mix))
                 validations[mix] = self.targets.validate(
                     self._val_logits(tuned.epoch), self.val_rows, recipe.scoring)
-        allowed = MIXES if recipe.guard == "wise" else (0.0, 1.0)
         chosen = choose_mix({mix: validations[mix] for mix in allowed}, recipe.scoring)
         records = [{"mixing": mix, "val_score": validations[mix].score,
                     "val_loss": validations[mix].loss, "kept": mix == chosen}
@@ -331,9 +336,6 @@ class TrainingRun:
             for parameter in group:
                 parameter.requires_grad_(id(parameter) in trainable)
         return torch.optim.AdamW(param_groups, weight_decay=recipe.weight_decay)
-
-    def better(self, candidate: Validation, best: Validation) -> bool:
-        return beats(candidate, best, self.recipe.scoring)
 
     def _train_mode(self, n_unfrozen: int) -> None:
         """Training mode, but for frozen layer groups (where the network splits at them),
