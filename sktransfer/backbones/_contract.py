@@ -83,7 +83,8 @@ class Stages(Protocol):
         """Whether the activation at ``boundary`` is tensors (text's boundary 0 is strings)."""
 
     def rows(self, x: Any) -> list[Any]:
-        """A batch's activation at a boundary, one float32 CPU tensor (or tuple) per row."""
+        """A batch's activation at a boundary, one CPU tensor (or tuple) per row, in the
+        dtype it was computed in."""
 
     def collate(self, rows: list[Any], device: str) -> Any:
         """``rows`` of :meth:`rows` as one batch's activation again, on ``device``."""

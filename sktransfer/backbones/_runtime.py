@@ -205,18 +205,35 @@ def evaluating(module: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def autocasting(device: str, precision: str) -> Iterator[None]:
+    """Autocast to ``precision`` on ``device`` inside the block (nothing for float32); the
+    forward passes of training run in it, and their backward follows its dtypes."""
+    import torch
+
+    if precision == "float32":
+        yield
+        return
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+    with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+        yield
+
+
+@contextlib.contextmanager
 def inference(device: str, precision: str) -> Iterator[None]:
     """``torch.inference_mode`` plus autocast for reduced precisions."""
     import torch
 
-    device_type = torch.device(device).type
-    with torch.inference_mode():
-        if precision == "float32":
-            yield
-        else:
-            dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
-            with torch.autocast(device_type=device_type, dtype=dtype):
-                yield
+    with torch.inference_mode(), autocasting(device, precision):
+        yield
+
+
+def to_device(tensor: Any, device: Any) -> Any:
+    """``tensor`` (on the CPU) on ``device`` (a name or a ``torch.device``): to a CUDA device
+    through pinned memory, without waiting for the copy (the caching host allocator keeps
+    the pinned block until the copy is done); on the CPU, itself."""
+    if not str(device).startswith("cuda"):
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def weights_digest(module: Any) -> str:

@@ -22,6 +22,7 @@ from sktransfer.backbones._runtime import (
     inference,
     load_once,
     min_cosine,
+    to_device,
     weights_digest,
 )
 from sktransfer.exceptions import ModelUnavailableError, describe
@@ -235,7 +236,7 @@ class SentenceClassifier(torch.nn.Module):
 
     def embed(self, texts: list[str]) -> Any:
         device = self.head.weight.device
-        features = {key: value.to(device) if isinstance(value, torch.Tensor) else value
+        features = {key: to_device(value, device) if isinstance(value, torch.Tensor) else value
                     for key, value in tokenize(self.encoder, texts).items()}
         return self.encoder(features)["sentence_embedding"]
 
@@ -285,7 +286,7 @@ class SentenceClassifier(torch.nn.Module):
         for stage in range(start, stop):
             if stage == 0:
                 device = self.head.weight.device
-                features = {key: value.to(device) for key, value in
+                features = {key: to_device(value, device) for key, value in
                             tokenize(self.encoder, x).items()
                             if isinstance(value, torch.Tensor)}
                 hidden = model.embeddings(input_ids=features["input_ids"],
@@ -316,7 +317,7 @@ class SentenceClassifier(torch.nn.Module):
     def rows(self, x: Any) -> list[Any]:
         hidden, mask = x
         keep = mask.bool().cpu()
-        hidden = hidden.float().cpu()
+        hidden = hidden.cpu()
         return [hidden[i][keep[i]] for i in range(len(hidden))]
 
     def collate(self, rows: list[Any], device: str) -> Any:
@@ -326,7 +327,7 @@ class SentenceClassifier(torch.nn.Module):
         for i, r in enumerate(rows):
             hidden[i, :len(r)] = r
             mask[i, :len(r)] = 1
-        return hidden.to(device), mask.to(device)
+        return to_device(hidden, device), to_device(mask, device)
 
 
 def _mask_arguments(create: Any, mask: Any, hidden: Any) -> dict[str, Any]:

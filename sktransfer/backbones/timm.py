@@ -8,6 +8,7 @@ safetensors or ``torch.load(weights_only=True)``: no arbitrary pickle is ever ex
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from sktransfer.backbones._runtime import (
     inference,
     load_once,
     min_cosine,
+    to_device,
     weights_digest,
 )
 from sktransfer.backbones._timm_sources import check_architecture, find_origin
@@ -155,6 +157,7 @@ class TimmBackbone:
 
         net = copy.deepcopy(self.model).cpu()  # the shared frozen copy stays untouched
         net.reset_classifier(n_classes)
+        _depthwise_in_float32(net)
         head = list(net.get_classifier().parameters())
         head_ids = {id(p) for p in head}
         named = dict(net.named_parameters())
@@ -270,7 +273,7 @@ class TimmClassifier(torch.nn.Module):
         return True
 
     def rows(self, x: Any) -> list[Any]:
-        return list(x.float().cpu().unbind(0))
+        return list(x.cpu().unbind(0))
 
     def collate(self, rows: list[Any], device: str) -> Any:
         if rows[0].ndim == 3:  # feature maps: channels_last, the layout the network runs
@@ -278,7 +281,7 @@ class TimmClassifier(torch.nn.Module):
             batch = torch.stack([row.permute(1, 2, 0) for row in rows]).permute(0, 3, 1, 2)
         else:
             batch = torch.stack(rows)
-        return batch.to(device)
+        return to_device(batch, device)
 
     def embed_from(self, x: Any, start: int) -> Any:
         """``embed``'s features from the input of stage ``start``."""
@@ -343,6 +346,33 @@ class _Parameters:
 
     def modules(self) -> list[Any]:
         return []
+
+
+def _depthwise_in_float32(net: Any) -> None:
+    """Under CPU autocast, run ``net``'s depthwise convolutions (one input channel per
+    group) in float32. They do little arithmetic, so bfloat16 saves them nothing, and
+    oneDNN's bfloat16 kernels for their backward are twice as slow as float32's: an
+    EfficientNet-Lite0 training step of 32 images at every depth, in micro-batches of 8,
+    took 1.65 s in bfloat16 against 1.0 s with this (AMX Xeon, 2 cores; docs/performance.md).
+    Elsewhere (CUDA, float32) nothing changes."""
+    for module in net.modules():
+        if (isinstance(module, torch.nn.Conv2d) and module.groups > 1
+                and module.groups == module.in_channels):
+            kind: Any = type(module)
+            module.__class__ = _float32_under_cpu_autocast(kind)
+
+
+@functools.cache
+def _float32_under_cpu_autocast(cls: Any) -> Any:
+    class Float32Conv(cls):
+        def forward(self, x: Any) -> Any:
+            if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+                with torch.autocast("cpu", enabled=False):
+                    return super().forward(x.float())
+            return super().forward(x)
+
+    Float32Conv.__name__ = Float32Conv.__qualname__ = cls.__name__
+    return Float32Conv
 
 
 def _pool_spatial(features: Any, pooling: str) -> Any:

@@ -7,17 +7,17 @@ trainable one are frozen: their output for a row does not change until that grou
 - :class:`ActivationStore` keeps the activations entering each trainable depth's lowest
   group (a *boundary*), for networks that split at their group boundaries
   (:class:`~sktransfer.backbones._contract.Stages`). Every boundary the recipe will reach is
-  computed in one pass through the frozen stages and stored (float32, so training on it is
-  exactly training on the recomputed activations) as far as
+  computed in one pass through the frozen stages and stored (in the dtype computed, so
+  training on it is exactly training on the recomputed activations) as far as
   :data:`ACTIVATION_BUDGET` allows, the boundaries used first taking precedence; a stale one
   (its stages since trained) is freed. A boundary that does not fit is computed when its
   epoch comes, from the nearest stored boundary below it, or, if even it alone does not
   fit, the frozen layers run every epoch (one log line says so).
 
-Both compute in eval mode, as frozen layers run while training: a frozen layer group is
-used as at inference (dropout and stochastic depth off, batch norm frozen), so its output
-for a row is the same every epoch. With ``batchnorm="train"`` the frozen layers' batch
-norm follows each batch, and they are recomputed instead.
+Both compute in eval mode and at the run's precision, as frozen layers run while training:
+a frozen layer group is used as at inference (dropout and stochastic depth off, batch norm
+frozen), so its output for a row is the same every epoch. With ``batchnorm="train"`` the
+frozen layers' batch norm follows each batch, and they are recomputed instead.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from sktransfer.backbones._contract import Stages
-from sktransfer.backbones._runtime import evaluating
+from sktransfer.backbones._runtime import autocasting, evaluating, inference
 
 logger = logging.getLogger("sktransfer")
 
@@ -47,8 +47,10 @@ class FeatureStore:
     layer runs twice for a row."""
 
     def __init__(self, net: Any, batches: Callable[..., Any], items: Sequence[Any],
-                 device: str, activations: ActivationStore | None = None):
+                 device: str, activations: ActivationStore | None = None, *,
+                 precision: str = "float32"):
         self.net, self.batches, self.items, self.device = net, batches, items, device
+        self.precision = precision
         self.activations = activations
         self._rows: dict[int, np.ndarray] = {}
 
@@ -59,7 +61,7 @@ class FeatureStore:
             missing = np.asarray([row for row in rows if int(row) not in self._rows],
                                  dtype=int)
         if len(missing):
-            with evaluating(self.net), torch.inference_mode():
+            with evaluating(self.net), inference(self.device, self.precision):
                 for positions, inputs in self.batches(self.items, missing, rng=None,
                                                       device=self.device):
                     vectors = self.net.embed(inputs).float().cpu().numpy()
@@ -75,9 +77,10 @@ class ActivationStore:
 
     def __init__(self, net: Any, stages: Stages, batches: Callable[..., Any],
                  items: Sequence[Any], rows: np.ndarray, boundaries: Sequence[int], *,
-                 device: str, batch_size: int, budget: int | None = None):
+                 device: str, batch_size: int, budget: int | None = None,
+                 precision: str = "float32"):
         self.net, self.stages, self.batches, self.items = net, stages, batches, items
-        self.device, self.batch_size = device, batch_size
+        self.device, self.batch_size, self.precision = device, batch_size, precision
         self.budget = ACTIVATION_BUDGET if budget is None else budget
         self.rows = np.sort(np.asarray(rows, dtype=int))
         self.order = [b for b in boundaries if stages.storable(b)]
@@ -147,7 +150,7 @@ class ActivationStore:
         penultimate features go there."""
         chosen: set[int] | None = None
         kept: dict[int, dict[int, Any]] = {}
-        with evaluating(self.net), torch.no_grad():
+        with evaluating(self.net), torch.no_grad(), autocasting(self.device, self.precision):
             for first in range(0, len(self.rows), self.batch_size):
                 for positions, x in self._inputs(start, self.rows[first:first + self.batch_size]):
                     activations = {start: x}

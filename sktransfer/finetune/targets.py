@@ -82,8 +82,10 @@ class Targets(Protocol):
         fitted on ``features(rows)`` of the training rows; say what was fitted."""
         ...
 
-    def loss(self, outputs: Any, rows: np.ndarray) -> Any:
-        """The training loss (a torch scalar) of the head's ``outputs`` for ``rows``."""
+    def loss(self, outputs: Any, rows: np.ndarray, batch: np.ndarray | None = None) -> Any:
+        """The training loss (a torch scalar) of the head's ``outputs`` for ``rows``: their
+        share of the mean loss over ``batch`` (default: ``rows`` itself), so that the
+        losses of the parts of a batch (micro-batches) sum to the batch's loss."""
         ...
 
     def validate(self, outputs: np.ndarray, rows: np.ndarray, scoring: Any) -> Validation:
@@ -175,11 +177,16 @@ class ClassTargets:
         write_head(weight, bias, coef, intercept)
         return f"a logistic regression (C={C:g})"
 
-    def loss(self, outputs: Any, rows: np.ndarray) -> Any:
+    def loss(self, outputs: Any, rows: np.ndarray, batch: np.ndarray | None = None) -> Any:
+        """Class-weighted cross-entropy: ``sum(w[y] * loss) / sum(w[y])`` over ``batch``."""
         targets = torch.as_tensor(self.encoded[rows], device=outputs.device)
         weights = None if self.class_weights is None else torch.as_tensor(
             self.class_weights, device=outputs.device)
-        return torch.nn.functional.cross_entropy(outputs, targets, weight=weights)
+        batch = rows if batch is None else batch
+        total = float(len(batch)) if self.class_weights is None else \
+            float(self.class_weights[self.encoded[batch]].sum())
+        return torch.nn.functional.cross_entropy(outputs, targets, weight=weights,
+                                                 reduction="sum") / total
 
     def validate(self, outputs: np.ndarray, rows: np.ndarray, scoring: Any) -> Validation:
         """The class-weighted log-loss after temperature scaling (the default score), or
@@ -276,13 +283,15 @@ class LabelTargets:
             Cs.append(C)
         return f"one logistic regression per label (C={', '.join(f'{C:g}' for C in Cs)})"
 
-    def loss(self, outputs: Any, rows: np.ndarray) -> Any:
+    def loss(self, outputs: Any, rows: np.ndarray, batch: np.ndarray | None = None) -> Any:
+        """The (weighted) log-loss of every label, averaged over the labels of ``batch``."""
         targets = torch.as_tensor(self.indicator[rows], dtype=outputs.dtype,
                                   device=outputs.device)
         weights = None if self.element_weights is None else torch.as_tensor(
             self.element_weights[rows], device=outputs.device)
-        return torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets,
-                                                                    weight=weights)
+        total = len(rows if batch is None else batch) * self.n_outputs
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            outputs, targets, weight=weights, reduction="sum") / total
 
     def validate(self, outputs: np.ndarray, rows: np.ndarray, scoring: Any) -> Validation:
         """The mean log-loss of the labels (the default score), or ``scoring`` on the
@@ -384,10 +393,12 @@ class ValueTargets:
         write_head(weight, bias, coef, intercept)
         return f"a ridge regression (alpha={alpha:g})"
 
-    def loss(self, outputs: Any, rows: np.ndarray) -> Any:
+    def loss(self, outputs: Any, rows: np.ndarray, batch: np.ndarray | None = None) -> Any:
+        """The squared error of the standardised values, averaged over those of ``batch``."""
         targets = torch.as_tensor(self.standardized[rows], dtype=outputs.dtype,
                                   device=outputs.device)
-        return torch.nn.functional.mse_loss(outputs, targets)
+        total = len(rows if batch is None else batch) * self.n_outputs
+        return torch.nn.functional.mse_loss(outputs, targets, reduction="sum") / total
 
     def validate(self, outputs: np.ndarray, rows: np.ndarray, scoring: Any) -> Validation:
         """The mean squared error of the standardised values (the default score), or
@@ -536,16 +547,18 @@ class TaskTargets:
                 train_rows[task.present[train_rows]], val_rows[task.present[val_rows]]))
         return "; ".join(done)
 
-    def loss(self, outputs: Any, rows: np.ndarray) -> Any:
-        """The weighted sum of the tasks' losses, each over the rows that have its label."""
+    def loss(self, outputs: Any, rows: np.ndarray, batch: np.ndarray | None = None) -> Any:
+        """The weighted sum of the tasks' losses, each over the rows of ``batch`` that have
+        its label."""
         weights = self.weights if self.weights is not None else 1.0 / self._scales()
+        batch = rows if batch is None else batch
         total = outputs.sum() * 0.0  # keeps the graph when no row of the batch is labelled
         for task, weight in zip(self.tasks, weights, strict=True):
             mask = task.present[rows]
             if mask.any():
                 total = total + float(weight) * task.targets.loss(
                     outputs[torch.as_tensor(mask, device=outputs.device),
-                            task.start:task.stop], rows[mask])
+                            task.start:task.stop], rows[mask], batch[task.present[batch]])
         return total
 
     def validate(self, outputs: np.ndarray, rows: np.ndarray, scoring: Any) -> Validation:

@@ -89,14 +89,14 @@ class ImageModality:
         """Batches from the shared image pipeline: the model's own evaluation transform
         (bit-identical to :class:`~sktransfer.ImageEmbedder`'s input), or with ``rng`` its
         augmented form (random crop of the resized image and horizontal flip)."""
-        from sktransfer.backbones._runtime import resolve_threads
+        from sktransfer.backbones._runtime import resolve_threads, to_device
 
         if data_config is None:
             raise ValueError("images need the model's data_config to be batched")
         for batch in image_batches(items, range(len(items)), Preprocessor(data_config),
                                    batch_size=batch_size, order=order, rng=rng,
                                    workers=self.workers(resolve_threads(None))):
-            yield batch.positions, batch.pixels.to(device)
+            yield batch.positions, to_device(batch.pixels, device)
 
     def encoder(self, backbone: ImageBackbone, execution: Execution, *,
                 layers: tuple[int | None, ...], pooling: str, batch_size: int, decode: str,

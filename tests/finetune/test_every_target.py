@@ -48,7 +48,8 @@ def test_the_regressor_starts_from_the_ridge_probe_and_predicts_in_the_units_of_
 
     X, brightness, _ = bright_and_red()
     price = 1000.0 + 500.0 * brightness  # far from standardised units
-    reg = FineTunedImageRegressor(TINY_CNN, max_epochs=0, **TINY).fit(X, price)
+    reg = FineTunedImageRegressor(TINY_CNN, max_epochs=0, precision="float32",
+                                  **TINY).fit(X, price)
     assert reg.best_epoch_ == 0 and reg.n_outputs_ == 1
     features = ImageEmbedder(TINY_CNN, weights="random", backend="torch", precision="float32",
                              decode="full", device="cpu").fit_transform(X)

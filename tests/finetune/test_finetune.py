@@ -292,7 +292,7 @@ def test_scoring_follows_scikit_learn():
 
 
 def test_learning_rates_warm_up_from_each_groups_unfreezing_then_follow_a_cosine():
-    schedule = tiny(max_epochs=4, warmup_epochs=1.0)._recipe().schedule
+    schedule = tiny(max_epochs=4, warmup_epochs=1.0)._recipe("float32").schedule
     assert schedule(0.0) == pytest.approx(0.0, abs=2e-3)
     assert schedule(0.5) == pytest.approx(0.5 * 0.5 * (1 + np.cos(np.pi * 0.5 / 4)),
                                                rel=1e-2)
@@ -300,7 +300,7 @@ def test_learning_rates_warm_up_from_each_groups_unfreezing_then_follow_a_cosine
     assert schedule(2.25, start=2.0) == pytest.approx(
         0.25 * 0.5 * (1 + np.cos(np.pi * 2.25 / 4)), rel=1e-2)  # a group unfrozen at epoch 2
     assert schedule(4.0) == pytest.approx(0.0, abs=1e-12)
-    assert tiny(warmup_epochs=0)._recipe().schedule(0.0) == 1.0
+    assert tiny(warmup_epochs=0)._recipe("float32").schedule(0.0) == 1.0
 
 
 def test_head_only_epochs_reuse_the_frozen_features_when_inputs_are_not_augmented(
@@ -368,8 +368,7 @@ def test_fine_tuned_image_embeddings_for_any_estimator():
 
 
 def test_fine_tuned_text_embeddings_are_the_fine_tuned_sentence_embeddings():
-    import torch as _torch
-
+    from sktransfer.backbones._runtime import inference
     from sktransfer.finetune import FineTunedTextEmbedder
 
     texts = ["a wonderful film", "a moving, tender story", "brilliant and funny",
@@ -377,7 +376,7 @@ def test_fine_tuned_text_embeddings_are_the_fine_tuned_sentence_embeddings():
     y = np.array([1, 1, 1, 0, 0, 0] * 4)
     embedder = FineTunedTextEmbedder(max_epochs=1, random_state=0).fit(texts, y)
     out = embedder.transform(texts[:3])
-    with _torch.inference_mode():
-        expected = embedder.net_.embed(texts[:3]).numpy()
+    with inference("cpu", embedder.precision_):  # the precision it was fine-tuned at
+        expected = embedder.net_.embed(texts[:3]).float().numpy()
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert out.shape == (3, 384) and embedder.n_features_out_ == 384
