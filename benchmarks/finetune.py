@@ -39,10 +39,9 @@ Tasks (each prints a table, with the seconds of every fit):
   Fashion-MNIST held out of every choice, with every guard against negative transfer
   scored from the same fit per fold; ``benchmarks/never_lose.py`` has the details and can
   run one dataset at a time (3 folds unless ``--folds``).
-- ``epochs``: ELPV 500, the default classifier: seconds per epoch at each unfreezing depth
-  with the frozen layers' activations reused, with them run every epoch, and the floor
-  (forward and backward of the unfrozen groups alone on activations prepared beforehand);
-  the peak memory of each fit.
+
+What fine-tuning costs (seconds per epoch at each depth, the floor, whole fits against the
+code before, the hand-written loop, setfit) is ``benchmarks/finetune_speed.py``.
 
 Run: python benchmarks/finetune.py [TASK ...] [--quick] [--folds K]
 """
@@ -372,93 +371,6 @@ def reuse(quick: bool) -> None:
               flush=True)
 
 
-_EPOCH_FIT = """
-import json, resource, sys
-from sktransfer.datasets import load_elpv
-from sktransfer.finetune import FineTunedImageClassifier
-data = load_elpv(n_samples=500, random_state=0)
-model = FineTunedImageClassifier(class_weight="balanced", random_state=0)
-model._reuse_frozen = sys.argv[1] == "reuse"
-model.fit(data.images, data.target)
-print(json.dumps({"epochs": [[r["unfrozen_groups"], r["seconds"]] for r in model.history_],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
-
-
-def _floor(quick: bool) -> list[float]:
-    """Seconds of one training epoch at each depth, run by hand on activations prepared
-    beforehand: forward and backward of the unfrozen groups and the head, and the optimizer
-    step, nothing else."""
-    import torch
-
-    from sktransfer.modality import IMAGES
-
-    data = load_elpv(n_samples=500, random_state=0)
-    backbone = IMAGES.load_backbone(IMAGES.default_model, device="cpu")
-    trainable = backbone.trainable(2)
-    net, stages, groups = trainable.module, trainable.stages, trainable.groups
-    n_train = 425  # the estimator's training split: 500 less 15 % for validation
-    pixels = torch.cat([x for _, x in IMAGES.training_batches(
-        data.images[:n_train], np.arange(n_train), batch_size=32, device="cpu",
-        data_config=backbone.data_config)])
-    y = torch.as_tensor(data.target[:n_train])
-    seconds = []
-    for depth in range(1, len(groups) + 1 - (5 if quick else 0)):
-        boundary = len(groups) - depth
-        with torch.no_grad():
-            net.eval()
-            activations = torch.cat([stages.run_stages(pixels[i:i + 32], 0, boundary)
-                                     for i in range(0, n_train, 32)])
-        params = [p for g in groups[boundary:] for p in g] + trainable.head
-        for p in params:
-            p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(params, lr=1e-5)
-        net.train()
-        for module in net.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.eval()
-        start = time.perf_counter()
-        for i in range(0, n_train, 32):
-            logits = net.classify(stages.embed_from(activations[i:i + 32], boundary))
-            loss = torch.nn.functional.cross_entropy(logits, y[i:i + 32])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def epochs(quick: bool) -> None:
-    """Seconds per training epoch at each unfreezing depth, ELPV 500, the default
-    classifier: frozen layers reused (the default), run every epoch (the code before
-    boundary reuse, ``_reuse_frozen = False``), and the floor (``_floor``); each fit in a
-    fresh process, for its peak memory."""
-    import json
-    import subprocess
-    import sys
-
-    runs = {}
-    for variant in ("reuse", "recompute"):
-        done = subprocess.run([sys.executable, "-c", _EPOCH_FIT, variant], check=True,
-                              capture_output=True, text=True)
-        runs[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-    floor = _floor(quick)
-    print("ELPV 500, FineTunedImageClassifier defaults: seconds per epoch")
-    print("epoch | unfrozen groups | frozen layers reused | run every epoch | floor | "
-          "floor / reused")
-    for epoch, ((depth, reused), (_, recomputed)) in enumerate(
-            zip(runs["reuse"]["epochs"], runs["recompute"]["epochs"], strict=True)):
-        if depth == 0 or depth > len(floor):
-            continue
-        print(f"{epoch} | {depth} | {reused:.1f} | {recomputed:.1f} | {floor[depth - 1]:.1f} | "
-              f"{floor[depth - 1] / reused:.2f}", flush=True)
-    totals = {k: sum(s for _, s in v["epochs"]) for k, v in runs.items()}
-    print(f"all epochs, probe included | {totals['reuse']:.0f} s | {totals['recompute']:.0f} s "
-          f"| ratio {totals['reuse'] / totals['recompute']:.2f}")
-    print(f"peak RSS | {runs['reuse']['peak_rss_mb']:.0f} MB | "
-          f"{runs['recompute']['peak_rss_mb']:.0f} MB")
-
-
 def never_lose(quick: bool, folds: int = 3) -> None:
     from never_lose import DATASETS, run  # beside this file: Python puts it on the path
 
@@ -469,7 +381,7 @@ def never_lose(quick: bool, folds: int = 3) -> None:
 TASKS = {"elpv": elpv, "embeddings": embeddings, "reviews": reviews,
          "imbalanced": imbalanced, "reuse": reuse, "regression": regression,
          "multitask": multitask, "multilabel": multilabel,
-         "reviews_multitask": reviews_multitask, "crossfit": crossfit, "epochs": epochs,
+         "reviews_multitask": reviews_multitask, "crossfit": crossfit,
          "never_lose": never_lose}
 FOLDED = {"regression", "multitask", "multilabel", "reviews_multitask", "never_lose"}
 
