@@ -9,7 +9,9 @@ the row in :func:`decoded_batches`, the one place that does so.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,8 @@ import numpy as np
 from sktransfer._decode import EIGHT_BIT_MAX, RowProblem, load_image, load_image_keyed
 from sktransfer.exceptions import InputError
 
+logger = logging.getLogger("sktransfer")
+
 _MARGIN = 4  # output pixels: covers the support of every Pillow filter (lanczos: 3)
 _MAX_RESIZED_PIXELS = 2**22  # beyond this a resize is boxed on both axes (12 MiB as RGB)
 _PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
@@ -32,6 +36,9 @@ _CROP_MODES = ("center", "squash", "border")
 # timm pretrained configs are 1,024 px (SAM); a 4,096 px input already takes 200 MB as float32
 # per image before the first layer multiplies it. Beyond this, one image would exhaust memory.
 MAX_INPUT_SIDE = 4096
+# bytes of decoded images a fine-tuning fit keeps (DecodedImages): 500 ELPV cells at 224 px
+# take 75 MB, with augmentation's 256 px resized images 173 MB
+DECODED_BUDGET = 1 << 30
 
 
 def check_preprocessing(preprocessing: dict[str, Any] | None) -> None:
@@ -179,13 +186,38 @@ class Preprocessor:
         if self._fallback is not None:
             pixels = self._fallback(image).numpy()
             return pixels[:, :, ::-1].copy() if augment.flip else pixels
-        new_w, new_h = ((self.scale[1], self.scale[0]) if self.crop_mode == "squash"
-                        else self._resized_size(image))
-        top = math.floor(augment.top * (max(new_h - self.height, 0) + 1))
-        left = math.floor(augment.left * (max(new_w - self.width, 0) + 1))
-        big = new_w * new_h > _MAX_RESIZED_PIXELS
-        pixels = self._region(image, (new_w, new_h), left, top, box_columns=big)
+        source = self.augment_source(image)
+        if source is not None:
+            return self.crop_source(source, augment)
+        new_w, new_h = self._augment_size(image)  # too big to resize whole: boxed to the crop
+        top, left = self._offsets(new_h, new_w, augment)
+        pixels = self._region(image, (new_w, new_h), left, top, box_columns=True)
         return np.ascontiguousarray(pixels[:, ::-1]) if augment.flip else pixels
+
+    def _augment_size(self, image: Any) -> tuple[int, int]:
+        return ((self.scale[1], self.scale[0]) if self.crop_mode == "squash"
+                else self._resized_size(image))
+
+    def _offsets(self, new_h: int, new_w: int, augment: Augment) -> tuple[int, int]:
+        return (math.floor(augment.top * (max(new_h - self.height, 0) + 1)),
+                math.floor(augment.left * (max(new_w - self.width, 0) + 1)))
+
+    def augment_source(self, image: Any) -> np.ndarray | None:
+        """What augmented crops of ``image`` are cut from: the image resized as for
+        evaluation, uint8 (H, W, 3), to keep across epochs; None with a fallback transform
+        or a resize beyond ``_MAX_RESIZED_PIXELS`` (its crops are resampled each time)."""
+        if self._fallback is not None:
+            return None
+        new_w, new_h = self._augment_size(image)
+        if new_w * new_h > _MAX_RESIZED_PIXELS:
+            return None
+        return np.asarray(image.resize((new_w, new_h), self.resample), dtype=np.uint8)
+
+    def crop_source(self, source: np.ndarray, augment: Augment) -> np.ndarray:
+        """The random crop ``augment`` of an :meth:`augment_source`, flipped as it says."""
+        top, left = self._offsets(source.shape[0], source.shape[1], augment)
+        pixels = source[top:top + self.height, left:left + self.width]
+        return np.ascontiguousarray(pixels[:, ::-1] if augment.flip else pixels)
 
     def _centre(self, image: Any) -> np.ndarray:
         width, height = image.size
@@ -212,6 +244,52 @@ class Preprocessor:
         pixels.div_(float(EIGHT_BIT_MAX))
         mean, std = (torch.from_numpy(v.reshape(1, 3, 1, 1)) for v in (self.mean, self.std))
         return pixels.sub_(mean).div_(std)
+
+
+class DecodedImages:
+    """The images of one fine-tuning fit, each decoded once: its evaluation crop (uint8, as
+    :meth:`Preprocessor.crop` gives it) and, when the fit augments, the resized image its
+    random crops are cut from (:meth:`Preprocessor.augment_source`). Every later pass
+    (the frozen features, validation, each epoch's crops) reads them from here. Kept up to
+    ``budget`` bytes (default ``DECODED_BUDGET``); beyond it an image is decoded again when
+    needed, and one log line says so. Filled from the decode threads."""
+
+    def __init__(self, *, augment: bool = False, budget: int | None = None):
+        self.augment = augment
+        self.budget = DECODED_BUDGET if budget is None else budget
+        self.crops: dict[int, np.ndarray] = {}
+        self.sources: dict[int, np.ndarray] = {}
+        self.used = 0
+        self._full = False
+        self._lock = threading.Lock()
+
+    def kept(self, position: int, augment: Augment | None,
+             preprocess: Preprocessor) -> np.ndarray | None:
+        """The crop of ``position`` (augmented as ``augment`` says) from what is kept, or
+        None when it was not kept."""
+        if augment is None:
+            return self.crops.get(position)
+        source = self.sources.get(position)
+        return None if source is None else preprocess.crop_source(source, augment)
+
+    def keep(self, position: int, image: Any, preprocess: Preprocessor) -> None:
+        """Keep ``image``'s evaluation crop and (augmenting) its resized image."""
+        crop = preprocess.crop(image)
+        arrays = [(self.crops, crop)] if crop.dtype == np.uint8 else []
+        if self.augment:
+            source = preprocess.augment_source(image)
+            if source is not None:
+                arrays.append((self.sources, source))
+        with self._lock:
+            for store, array in arrays:
+                if self.used + array.nbytes > self.budget:
+                    if not self._full:
+                        logger.info("fine-tuning: decoded images beyond the %.2f GB set aside "
+                                    "are decoded again when needed", self.budget / 1e9)
+                        self._full = True
+                    return
+                store[position] = array
+                self.used += array.nbytes
 
 
 @dataclass(frozen=True)
@@ -301,8 +379,8 @@ def decoded_batches(work: Callable[[int], Any], rows: Sequence[Any],
 def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preprocessor, *,
                   batch_size: int, decode: str = "reduced", workers: int = 1,
                   on_error: str = "raise", order: Sequence[int] | np.ndarray | None = None,
-                  rng: np.random.Generator | None = None, keyed: bool = False
-                  ) -> Iterator[Batch]:
+                  rng: np.random.Generator | None = None, keyed: bool = False,
+                  decoded: DecodedImages | None = None) -> Iterator[Batch]:
     """Decode and preprocess images a batch at a time, in background threads.
 
     Parameters
@@ -323,6 +401,8 @@ def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preproc
     keyed : bool
         Fill :attr:`Batch.keys` with the content key of each file's decoded bytes (what a
         cache stores under); without it files are not hashed and the keys are None.
+    decoded : a fit's :class:`DecodedImages`: images are read from it when kept there, and
+        kept there when decoded (not with ``keyed``).
 
     Examples
     --------
@@ -340,9 +420,19 @@ def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preproc
                 if rng is not None else {})
 
     def work(position: int) -> tuple[np.ndarray, bytes | None]:
+        augment = augments.get(position)
+        if decoded is not None and not keyed:
+            kept = decoded.kept(position, augment, preprocess)
+            if kept is not None:
+                return kept, None
         image, key = (load_image_keyed(items[position], draft=draft) if keyed
                       else (load_image(items[position], draft=draft), None))
-        return preprocess.crop(image, augments.get(position)), key
+        if decoded is not None and not keyed:
+            decoded.keep(position, image, preprocess)
+            kept = decoded.kept(position, augment, preprocess)
+            if kept is not None:
+                return kept, key
+        return preprocess.crop(image, augment), key
 
     for positions, results, errors in decoded_batches(work, rows, order, batch_size=batch_size,
                                                       workers=workers, on_error=on_error):

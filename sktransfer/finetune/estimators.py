@@ -134,11 +134,11 @@ class FineTuning(BaseEstimator, Generic[B]):
     def _augments(self) -> bool:
         return False
 
-    def _batches(self, data_config: dict[str, Any] | None) -> Batches:
+    def _batches(self, data_config: dict[str, Any] | None, decoded: Any = None) -> Batches:
         """``batches(items, order, *, rng, device)`` for this estimator's inputs (images
-        need the model's ``data_config``)."""
+        need the model's ``data_config``), reading a fit's decoded inputs from ``decoded``."""
         return functools.partial(self._modality.training_batches, batch_size=self.batch_size,
-                                 data_config=data_config)
+                                 data_config=data_config, decoded=decoded)
 
     # ---- what is learned (each kind of estimator says) -------------------------------------
     def _encode_targets(self, y: Any) -> Targets:
@@ -174,13 +174,16 @@ class FineTuning(BaseEstimator, Generic[B]):
                                        resolve_precision(self.precision, device))
         fitted_input = self._fitted_input(backbone)
         data_config = fitted_input.get("data_config_")
-        self._modality.check_rows(items, data_config)  # every bad row fails here
+        # every bad row fails here; each input is decoded here, once per fit
+        decoded = self._modality.decoded_store(augment=self._augments)
+        self._modality.check_rows(items, data_config, decoded)
         seed = 0 if self.random_state is None else self.random_state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             trainable = self._trainable(targets.n_outputs)
-            run = TrainingRun(self._recipe(precision), trainable, self._batches(data_config),
-                              items, targets, train_rows, val_rows, device)
+            run = TrainingRun(self._recipe(precision), trainable,
+                              self._batches(data_config, decoded), items, targets, train_rows,
+                              val_rows, device)
             result = run.fit(np.random.default_rng(seed))
         self.net_ = result.net
         self.precision_ = precision

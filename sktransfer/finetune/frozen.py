@@ -5,7 +5,8 @@ trainable one are frozen: their output for a row does not change until that grou
 
 - :class:`FeatureStore` keeps the penultimate features, for the probe and head-only epochs.
 - :class:`ActivationStore` keeps the activations entering each trainable depth's lowest
-  group (a *boundary*), for networks that split at their group boundaries
+  group (a *boundary*; not the inputs, which the modality keeps decoded once per fit in
+  its ``decoded_store``), for networks that split at their group boundaries
   (:class:`~sktransfer.backbones._contract.Stages`). Every boundary the recipe will reach is
   computed in one pass through the frozen stages and stored (in the dtype computed, so
   training on it is exactly training on the recomputed activations) as far as

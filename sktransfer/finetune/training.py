@@ -316,11 +316,12 @@ class TrainingRun:
 
     def _boundaries(self) -> list[int]:
         """The boundary (index of the lowest trainable group) of every phase with a
-        trainable group, in the order training reaches them."""
+        trainable group, in the order training reaches them; not the inputs (boundary 0),
+        which the modality keeps decoded (``decoded_store``)."""
         n_groups, found = len(self.groups), []
         for step in range(self.recipe.max_epochs):
             n_unfrozen = self.recipe.n_unfrozen(step, n_groups)
-            if n_unfrozen and n_groups - n_unfrozen not in found:
+            if 0 < n_unfrozen < n_groups and n_groups - n_unfrozen not in found:
                 found.append(n_groups - n_unfrozen)
         return found
 
@@ -336,7 +337,9 @@ class TrainingRun:
                                precision=recipe.precision)
 
     def _boundary(self, n_unfrozen: int) -> int | None:
-        if self.activations is None or n_unfrozen == 0:
+        """Where this depth's training starts from stored activations; None from the
+        inputs (which the modality keeps decoded)."""
+        if self.activations is None or n_unfrozen == 0 or n_unfrozen >= len(self.groups):
             return None
         boundary = len(self.groups) - n_unfrozen
         return boundary if self.activations.prepare(boundary) else None

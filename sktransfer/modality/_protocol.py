@@ -71,14 +71,21 @@ class Modality(Protocol):
         """A digest of what one item holds (None: it cannot be keyed; decoding says why)."""
         ...
 
-    def check_rows(self, items: Sequence[Any], data_config: dict[str, Any] | None = None
-                   ) -> None:
-        """Raise the error of the first item that cannot be used, before any training."""
+    def decoded_store(self, *, augment: bool) -> Any:
+        """Where one fine-tuning fit keeps its inputs decoded, so that each is decoded once
+        per fit (None: this kind has nothing to keep)."""
+        ...
+
+    def check_rows(self, items: Sequence[Any], data_config: dict[str, Any] | None = None,
+                   decoded: Any = None) -> None:
+        """Raise the error of the first item that cannot be used, before any training;
+        what is decoded goes into ``decoded``."""
         ...
 
     def training_batches(self, items: Sequence[Any], order: Rows, *,
                          batch_size: int, device: str, rng: np.random.Generator | None = None,
-                         data_config: dict[str, Any] | None = None
+                         data_config: dict[str, Any] | None = None, decoded: Any = None
                          ) -> Iterator[tuple[list[int], Any]]:
-        """``(positions, inputs)`` for a trainable module, batch by batch in ``order``."""
+        """``(positions, inputs)`` for a trainable module, batch by batch in ``order``,
+        reading and filling ``decoded``."""
         ...

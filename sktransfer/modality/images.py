@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from sktransfer._decode import image_content_key
-from sktransfer._images import Preprocessor, image_batches
+from sktransfer._images import DecodedImages, Preprocessor, image_batches
 from sktransfer._input import image_items
 from sktransfer.modality._protocol import EmbeddedBatch, Rows
 
@@ -75,27 +75,35 @@ class ImageModality:
         ``threads`` threads: as many, and no more than the machine's cores."""
         return max(1, min(threads, os.cpu_count() or 1))
 
-    def check_rows(self, items: Sequence[Any], data_config: dict[str, Any] | None = None
-                   ) -> None:
-        """Decode every image once (the first unreadable one raises, naming its row)."""
+    def decoded_store(self, *, augment: bool) -> DecodedImages:
+        """Where a fit keeps each image decoded once (see :class:`DecodedImages`)."""
+        return DecodedImages(augment=augment)
+
+    def check_rows(self, items: Sequence[Any], data_config: dict[str, Any] | None = None,
+                   decoded: DecodedImages | None = None) -> None:
+        """Decode every image once (the first unreadable one raises, naming its row),
+        keeping it in ``decoded``."""
         for _ in self.training_batches(items, range(len(items)), batch_size=64, device="cpu",
-                                       data_config=data_config):
+                                       data_config=data_config, decoded=decoded):
             pass
 
     def training_batches(self, items: Sequence[Any], order: Rows, *,
                          batch_size: int, device: str, rng: np.random.Generator | None = None,
-                         data_config: dict[str, Any] | None = None
+                         data_config: dict[str, Any] | None = None,
+                         decoded: DecodedImages | None = None
                          ) -> Iterator[tuple[list[int], Any]]:
         """Batches from the shared image pipeline: the model's own evaluation transform
         (bit-identical to :class:`~sktransfer.ImageEmbedder`'s input), or with ``rng`` its
-        augmented form (random crop of the resized image and horizontal flip)."""
+        augmented form (random crop of the resized image and horizontal flip); images kept
+        in ``decoded`` are not decoded again."""
         from sktransfer.backbones._runtime import resolve_threads, to_device
 
         if data_config is None:
             raise ValueError("images need the model's data_config to be batched")
         for batch in image_batches(items, range(len(items)), Preprocessor(data_config),
                                    batch_size=batch_size, order=order, rng=rng,
-                                   workers=self.workers(resolve_threads(None))):
+                                   workers=self.workers(resolve_threads(None)),
+                                   decoded=decoded):
             yield batch.positions, to_device(batch.pixels, device)
 
     def encoder(self, backbone: ImageBackbone, execution: Execution, *,

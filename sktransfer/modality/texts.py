@@ -44,15 +44,19 @@ class TextModality:
         """Position -> error naming ``rows[position]``, for each text that cannot be used."""
         return text_row_errors(items, rows)
 
-    def check_rows(self, items: Sequence[Any], data_config: dict[str, Any] | None = None
-                   ) -> None:
+    def decoded_store(self, *, augment: bool) -> None:
+        """Texts are tokenized where they are used: nothing to keep."""
+        return None
+
+    def check_rows(self, items: Sequence[Any], data_config: dict[str, Any] | None = None,
+                   decoded: Any = None) -> None:
         errors = self.row_errors(items, range(len(items)))
         if errors:
             raise next(iter(errors.values()))
 
     def training_batches(self, items: Sequence[Any], order: Rows, *,
                          batch_size: int, device: str, rng: np.random.Generator | None = None,
-                         data_config: dict[str, Any] | None = None
+                         data_config: dict[str, Any] | None = None, decoded: Any = None
                          ) -> Iterator[tuple[list[int], Any]]:
         """Lists of strings (the trainable module tokenizes them); text is never augmented."""
         for start in range(0, len(order), batch_size):

@@ -155,3 +155,67 @@ def test_text_layers_run_once_per_row_and_train_as_recomputed(monkeypatch):
     monkeypatch.undo()
     assert counts and set(counts.values()) == {len(REVIEWS)}, counts
     assert_trains_as_recomputed(make, REVIEWS, LIKED)
+
+
+# ---- decoded inputs, once per fit -----------------------------------------------------------
+def counting_decodes(monkeypatch) -> dict[int, int]:
+    """Decodes per item (by identity) in every fit from now on."""
+    import sktransfer._images as images
+
+    counts: dict[int, int] = {}
+    real = images.load_image
+
+    def counted(item, **kwargs):
+        counts[id(item)] = counts.get(id(item), 0) + 1
+        return real(item, **kwargs)
+
+    monkeypatch.setattr(images, "load_image", counted)
+    return counts
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_each_image_is_decoded_once_per_fit(augment, monkeypatch):
+    """The row check, the frozen pass, validation and every epoch at every depth (with
+    augmentation, each epoch's random crops) read one decoding of each image."""
+    X, y = squares()
+    counts = counting_decodes(monkeypatch)
+    tiny = dict(TINY, augment=augment)
+    fitted = FineTunedImageClassifier(TINY_CNN, **tiny, max_epochs=6).fit(X, y)
+    assert fitted.history_[-1]["unfrozen_groups"] == fitted.n_layer_groups_  # every depth
+    assert len(counts) == len(X) and set(counts.values()) == {1}, sorted(counts.values())
+
+
+def test_crops_from_kept_images_are_the_crops_of_fresh_decodes():
+    from sktransfer._images import DecodedImages, Preprocessor, image_batches
+
+    X, _ = squares(12)
+    items = [np.repeat(np.repeat(x, 3, axis=0), 2, axis=1) for x in X]  # 96 x 64: not square
+    prep = Preprocessor(get_timm_backbone(TINY_CNN, "random", "cpu").data_config)
+    decoded = DecodedImages(augment=True)
+    for rng_seed in (0, 1):
+        fresh = [b.pixels for b in image_batches(items, range(12), prep, batch_size=5,
+                                                 rng=np.random.default_rng(rng_seed))]
+        for _ in range(2):  # the first pass keeps them, the second reads them back
+            kept = [b.pixels for b in image_batches(items, range(12), prep, batch_size=5,
+                                                    rng=np.random.default_rng(rng_seed),
+                                                    decoded=decoded)]
+            for a, b in zip(fresh, kept, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(decoded.sources) == len(decoded.crops) == 12
+
+
+def test_images_beyond_the_decoded_budget_are_decoded_again(monkeypatch, caplog):
+    import sktransfer._images as images
+
+    X, y = squares()
+    expected = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=6).fit(X, y)
+    _, height, width = get_timm_backbone(TINY_CNN, "random", "cpu").data_config["input_size"]
+    monkeypatch.setattr(images, "DECODED_BUDGET", 5 * height * width * 3)  # five crops
+    counts = counting_decodes(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="sktransfer"):
+        squeezed = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=6).fit(X, y)
+    said = [r.getMessage() for r in caplog.records if "decoded again" in r.getMessage()]
+    assert len(said) == 1, said
+    assert max(counts.values()) > 1 and min(counts.values()) == 1
+    np.testing.assert_allclose(squeezed.predict_proba(X), expected.predict_proba(X),
+                               atol=1e-5)
