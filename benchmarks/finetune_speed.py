@@ -390,11 +390,13 @@ def setfit(quick: bool) -> None:
     steps = max(1, round(epochs * len(X) / (2 * 32)))
     start = time.perf_counter()
     model = SetFitModel.from_pretrained(folder, device="cpu")
-    trainer = Trainer(model=model, train_dataset=Dataset.from_dict(
-        {"text": list(X), "label": [int(v) for v in y]}),
-        args=TrainingArguments(batch_size=32, num_epochs=1, max_steps=steps, seed=0,
-                               show_progress_bar=False))
-    trainer.train()
+    with tempfile.TemporaryDirectory() as scratch:  # nothing saved, nothing left behind
+        trainer = Trainer(model=model, train_dataset=Dataset.from_dict(
+            {"text": list(X), "label": [int(v) for v in y]}),
+            args=TrainingArguments(output_dir=scratch, batch_size=32, num_epochs=1,
+                                   max_steps=steps, seed=0, save_strategy="no",
+                                   show_progress_bar=False))
+        trainer.train()
     setfit_s = time.perf_counter() - start
     setfit_score = score("reviews", y_test, model.predict(list(X_test)))
     start = time.perf_counter()

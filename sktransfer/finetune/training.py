@@ -359,10 +359,17 @@ class TrainingRun:
         self._fit_probe(np.sort(np.concatenate([self.train_rows, self.val_rows])))
 
     def _fit_probe(self, rows: np.ndarray) -> str:
+        from threadpoolctl import threadpool_limits
+
         features = self.store.features
         width = features(rows[:1]).shape[1]
         weight, bias = linear_head(self.head, self.targets.n_outputs, width)
-        return self.targets.fit_probe(weight, bias, features, rows, self.val_rows)
+        # One BLAS thread: beside torch's OpenMP threads, still spinning after a forward
+        # pass, OpenBLAS's own threads fought them for the cores once the matrices passed
+        # its threading threshold. MiniLM's 2,000 review features took 17 s to probe with
+        # two BLAS threads and 0.85 s with one (1,700 rows: 1.0 s either way).
+        with threadpool_limits(1, user_api="blas"):
+            return self.targets.fit_probe(weight, bias, features, rows, self.val_rows)
 
     def optimizer(self, n_unfrozen: int) -> torch.optim.Optimizer:
         """AdamW over the head and the top ``n_unfrozen`` groups, at their layer-decayed

@@ -182,3 +182,23 @@ def test_cuda_batches_come_through_pinned_memory_and_match_the_cpu():
     on_gpu = FineTunedImageEmbedder(TINY_CNN, **TINY, max_epochs=0, device="cuda",
                                     precision="float32").fit(X, y)
     np.testing.assert_allclose(on_gpu.transform(X), on_cpu.transform(X), atol=1e-3)
+
+
+def test_probes_run_on_one_blas_thread(monkeypatch):
+    """Beside torch's OpenMP threads, OpenBLAS's own made a MiniLM probe 20x slower: the
+    probes run on one BLAS thread."""
+    from threadpoolctl import threadpool_info
+
+    from sktransfer.finetune.targets import ClassTargets as Classes
+
+    seen: list[int] = []
+    real = Classes.fit_probe
+
+    def recorded(self, *args, **kwargs):
+        seen.extend(pool["num_threads"] for pool in threadpool_info()
+                    if pool["user_api"] == "blas")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classes, "fit_probe", recorded)
+    FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=0).fit(*squares(24))
+    assert seen and set(seen) == {1}
