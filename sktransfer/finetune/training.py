@@ -339,9 +339,12 @@ class TrainingRun:
     def _boundary(self, n_unfrozen: int) -> int | None:
         """Where this depth's training starts from stored activations; None from the
         inputs (which the modality keeps decoded)."""
-        if self.activations is None or n_unfrozen == 0 or n_unfrozen >= len(self.groups):
+        if self.activations is None or n_unfrozen == 0:
             return None
         boundary = len(self.groups) - n_unfrozen
+        if boundary == 0:  # every group trains: every stored boundary is stale
+            self.activations.release(0)
+            return None
         return boundary if self.activations.prepare(boundary) else None
 
     def start(self) -> Validation:
