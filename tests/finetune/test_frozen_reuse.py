@@ -9,23 +9,13 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CNN, TINY_VIT
+from conftest import TINY_CNN, TINY_VIT, squares
 
 import sktransfer.finetune.frozen as frozen
 from sktransfer.backbones.timm import get_timm_backbone
 from sktransfer.finetune import FineTunedImageClassifier
 
 TINY = dict(weights="random", random_state=0, batch_size=16, augment=False)
-
-
-def squares(n=40, seed=0):
-    """Images whose class is a brighter square in the top-left corner or not, in noise."""
-    rng = np.random.default_rng(seed)
-    X = (rng.random((n, 32, 32, 3)) * 200).astype(np.uint8)
-    y = np.arange(n) % 2
-    X[y == 1, :12, :12] //= 2
-    X[y == 1, :12, :12] += 100
-    return X, y
 
 
 def counting_frozen_rows(backbone_class, monkeypatch) -> dict[int, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CNN
+from conftest import TINY_CNN, squares
 
 import sktransfer.finetune.training as training
 from sktransfer.backbones._runtime import to_device
@@ -24,16 +24,6 @@ TINY = dict(weights="random", random_state=0, batch_size=16)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def squares(n=40, seed=0):
-    """Images whose class is a brighter square in the top-left corner or not, in noise."""
-    rng = np.random.default_rng(seed)
-    X = (rng.random((n, 32, 32, 3)) * 200).astype(np.uint8)
-    y = np.arange(n) % 2
-    X[y == 1, :12, :12] //= 2
-    X[y == 1, :12, :12] += 100
-    return X, y
-
-
 # ---- micro-batches ---------------------------------------------------------------------------
 def every_kind_of_target(n: int):
     rng = np.random.default_rng(0)
@@ -47,6 +37,20 @@ def every_kind_of_target(n: int):
     tasks = TaskTargets.from_columns(frame_y, tasks={"0": "classification",
                                                      "1": "regression"})
     return {"classes": classes, "labels": labels, "values": values, "tasks": tasks}
+
+
+def recording_parts(monkeypatch) -> list[int]:
+    """The rows of every micro-batch of every fit from now on."""
+    sizes: list[int] = []
+    real_parts = training.TrainingRun._parts
+
+    def recorded(self, n_rows):
+        for part in real_parts(self, n_rows):
+            sizes.append(len(range(n_rows)[part]))
+            yield part
+
+    monkeypatch.setattr(training.TrainingRun, "_parts", recorded)
+    return sizes
 
 
 @pytest.mark.parametrize("kind", ["classes", "labels", "values", "tasks"])
@@ -70,15 +74,7 @@ def test_micro_batches_bound_the_rows_a_forward_keeps_and_train_as_the_whole_bat
     X, y = squares()
     whole = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=3, precision="float32",
                                      augment=True).fit(X, y)
-    sizes: list[int] = []
-    real_parts = training.TrainingRun._parts
-
-    def recorded(self, n_rows):
-        for part in real_parts(self, n_rows):
-            sizes.append(len(range(n_rows)[part]))
-            yield part
-
-    monkeypatch.setattr(training.TrainingRun, "_parts", recorded)
+    sizes = recording_parts(monkeypatch)
     monkeypatch.setattr(training, "TRAINING_BYTES", 1)
     parted = FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=3, precision="float32",
                                       augment=True).fit(X, y)
@@ -88,15 +84,7 @@ def test_micro_batches_bound_the_rows_a_forward_keeps_and_train_as_the_whole_bat
 
 def test_batch_norm_in_training_mode_never_splits_a_batch(monkeypatch):
     X, y = squares()
-    sizes: list[int] = []
-    real_parts = training.TrainingRun._parts
-
-    def recorded(self, n_rows):
-        for part in real_parts(self, n_rows):
-            sizes.append(len(range(n_rows)[part]))
-            yield part
-
-    monkeypatch.setattr(training.TrainingRun, "_parts", recorded)
+    sizes = recording_parts(monkeypatch)
     monkeypatch.setattr(training, "TRAINING_BYTES", 1)
     FineTunedImageClassifier(TINY_CNN, **TINY, max_epochs=2, batchnorm="train").fit(X, y)
     assert 16 in sizes and 1 not in sizes  # batch statistics stay those of the batch
