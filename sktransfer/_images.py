@@ -273,7 +273,10 @@ class DecodedImages:
         return None if source is None else preprocess.crop_source(source, augment)
 
     def keep(self, position: int, image: Any, preprocess: Preprocessor) -> None:
-        """Keep ``image``'s evaluation crop and (augmenting) its resized image."""
+        """Keep ``image``'s evaluation crop and (augmenting) its resized image (nothing
+        once the budget has run out: an image beyond it costs no extra resize)."""
+        if self._full:
+            return
         crop = preprocess.crop(image)
         arrays = [(self.crops, crop)] if crop.dtype == np.uint8 else []
         if self.augment:
