@@ -174,18 +174,14 @@ def _floor(data: str, quick: bool, precision: str) -> list[float]:
     optimizer step, in micro-batches of the size the fit uses, nothing else."""
     import torch
 
-    from sktransfer.backbones._runtime import (
-        autocasting,
-        faithful_precision,
-        resolve_precision,
-    )
+    from sktransfer.backbones._runtime import autocasting, model_precision
     from sktransfer.finetune.training import rows_per_part, saved_for_backward
     from sktransfer.modality import IMAGES, TEXTS
 
     X, y, _, _, _ = workload(data, quick)
     modality = IMAGES if data == "elpv" else TEXTS
     backbone = modality.load_backbone(modality.default_model, device="cpu")
-    precision = faithful_precision(backbone, precision, resolve_precision(precision, "cpu"))
+    precision = model_precision(backbone, precision, "cpu")
     trainable = (backbone.trainable(2) if data == "elpv"
                  else backbone.trainable(2, max_length=128))
     net, stages, groups = trainable.module, trainable.stages, trainable.groups

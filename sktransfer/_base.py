@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from sktransfer._input import check_input_shape, column_name, materialize
 from sktransfer.backbones._contract import Backbone
 from sktransfer.backbones._registry import record_provenance
+from sktransfer.backbones._runtime import PRECISIONS
 from sktransfer.cache import KEY_SCHEME, FeatureCache, as_feature_cache
 from sktransfer.exceptions import (
     EmbeddingWarning,
@@ -85,7 +86,7 @@ class BaseEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "model": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
-        "precision": [StrOptions({"auto", "float32", "bfloat16", "float16"})],
+        "precision": [StrOptions(set(PRECISIONS))],
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
         "on_error": [StrOptions({"raise", "zeros", "nan"})],
         "progress": ["boolean"],

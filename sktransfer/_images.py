@@ -422,17 +422,19 @@ def image_batches(items: Sequence[Any], rows: Sequence[Any], preprocess: Preproc
     augments = ({position: Augment.draw(rng) for position in order}
                 if rng is not None else {})
 
+    keeping = decoded if not keyed else None  # a cache's keys need the file read
+
     def work(position: int) -> tuple[np.ndarray, bytes | None]:
         augment = augments.get(position)
-        if decoded is not None and not keyed:
-            kept = decoded.kept(position, augment, preprocess)
+        if keeping is not None:
+            kept = keeping.kept(position, augment, preprocess)
             if kept is not None:
                 return kept, None
         image, key = (load_image_keyed(items[position], draft=draft) if keyed
                       else (load_image(items[position], draft=draft), None))
-        if decoded is not None and not keyed:
-            decoded.keep(position, image, preprocess)
-            kept = decoded.kept(position, augment, preprocess)
+        if keeping is not None:
+            keeping.keep(position, image, preprocess)
+            kept = keeping.kept(position, augment, preprocess)
             if kept is not None:
                 return kept, key
         return preprocess.crop(image, augment), key

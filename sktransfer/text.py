@@ -103,14 +103,9 @@ class TextEmbedder(BaseEmbedder[TextBackbone]):
 
     def _plan(self, backbone: TextBackbone) -> Execution:
         from sktransfer.backbones._engines import Execution
-        from sktransfer.backbones._runtime import (
-            faithful_precision,
-            resolve_precision,
-            resolve_threads,
-        )
+        from sktransfer.backbones._runtime import model_precision, resolve_threads
 
-        precision = faithful_precision(backbone, self.precision,
-                                       resolve_precision(self.precision, backbone.device))
+        precision = model_precision(backbone, self.precision, backbone.device)
         return Execution("torch", precision, resolve_threads(self.n_threads))
 
     def _identity(self, backbone: TextBackbone, execution: Execution) -> dict[str, Any]:

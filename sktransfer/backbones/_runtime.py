@@ -80,6 +80,15 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bfloat16" if native_bfloat16() else "float32"
 
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")  # what precision= may be
+
+
+def model_precision(backbone: Backbone, precision: str, device: str) -> str:
+    """What ``precision`` means for this model on ``device``: :func:`resolve_precision`,
+    then :func:`faithful_precision` (the embedders and fine-tuning decide alike)."""
+    return faithful_precision(backbone, precision, resolve_precision(precision, device))
+
+
 # precision="auto" keeps a reduced precision for a model only while its outputs on a fixed
 # probe stay this close to float32 (the smallest cosine over the probe): the README's promise.
 # Text keeps 0.9999 (MiniLM in bfloat16: 0.99995); images 0.999 (EfficientNet-Lite0: 0.9991,

@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from sktransfer._base import parameters
 from sktransfer.backbones._contract import ImageBackbone, TextBackbone, Trainable
 from sktransfer.backbones._registry import record_provenance
+from sktransfer.backbones._runtime import PRECISIONS
 from sktransfer.finetune.targets import (
     ClassTargets,
     LabelTargets,
@@ -101,7 +102,7 @@ class FineTuning(BaseEstimator, Generic[B]):
         "guard": [None, StrOptions({"wise", "probe"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
-        "precision": [StrOptions({"auto", "float32", "bfloat16", "float16"})],
+        "precision": [StrOptions(set(PRECISIONS))],
         "random_state": [None, Interval(Integral, 0, None, closed="left")],
         "progress": ["boolean"],
     }
@@ -148,11 +149,7 @@ class FineTuning(BaseEstimator, Generic[B]):
     def _fine_tune(self, X: Any, y: Any) -> list[Any]:
         """Fine-tune on (X, y); every input problem is reported before training starts.
         Every fitted attribute is set here."""
-        from sktransfer.backbones._runtime import (
-            faithful_precision,
-            resolve_device,
-            resolve_precision,
-        )
+        from sktransfer.backbones._runtime import model_precision, resolve_device
 
         self._validate_params()
         targets = self._encode_targets(y)
@@ -170,8 +167,7 @@ class FineTuning(BaseEstimator, Generic[B]):
         backbone = self._backbone()
         # as the frozen path decides: a reduced precision where the device computes it
         # natively and this model's outputs keep to float32's on the fixed probe
-        precision = faithful_precision(backbone, self.precision,
-                                       resolve_precision(self.precision, device))
+        precision = model_precision(backbone, self.precision, device)
         fitted_input = self._fitted_input(backbone)
         data_config = fitted_input.get("data_config_")
         # every bad row fails here; each input is decoded here, once per fit

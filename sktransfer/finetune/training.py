@@ -257,7 +257,8 @@ class TrainingRun:
             if n_unfrozen != unfrozen_before:  # a new phase: new parameter groups
                 optimizer = self.optimizer(n_unfrozen)
                 unfrozen_before = n_unfrozen
-                self.micro = None
+                # measured again at this depth; batch statistics forbid splitting a batch
+                self.micro = recipe.batch_size if recipe.batchnorm == "train" else None
                 self.boundary = self._boundary(n_unfrozen)
             started = time.perf_counter()
             loss = self.train_epoch(optimizer, rng, epoch, n_unfrozen)
@@ -446,10 +447,7 @@ class TrainingRun:
         a new depth starts with one row, on which ``_measuring`` sets their size."""
         start = 0
         while start < n_rows:
-            if self.micro is None and self.recipe.batchnorm != "train":
-                size = 1
-            else:
-                size = self.micro or n_rows
+            size = 1 if self.micro is None else self.micro
             yield slice(start, start + size)
             start += size
 
@@ -457,7 +455,7 @@ class TrainingRun:
     def _measuring(self) -> Iterator[None]:
         """Inside the first micro-batch at a depth (one row), count the bytes the forward
         keeps for the backward, and size the micro-batches from them."""
-        if self.micro is not None or self.recipe.batchnorm == "train":
+        if self.micro is not None:
             yield
             return
         with saved_for_backward() as kept:
